@@ -1,0 +1,595 @@
+//! AWS Signature Version 4, without I/O.
+//!
+//! This crate turns the parts of an HTTP request (method, path and query as
+//! they go on the wire, the headers to sign and the payload hash) into the
+//! SigV4 canonical request, string to sign, signature and `Authorization`
+//! value. It knows two sets of canonicalization rules:
+//!
+//! * [`PathRules::S3`]: the wire path is percent-decoded once and encoded
+//!   again with the RFC 3986 unreserved set; no dot-segment or slash
+//!   normalization. This is what S3 (and `s3-outposts`, `s3express`) checks.
+//! * [`PathRules::Generic`]: every other AWS service. The wire path is taken
+//!   as it is, optionally normalized (dot segments removed, repeated slashes
+//!   merged), then encoded, so an already escaped path ends up encoded twice.
+//!
+//! It never allocates fixed-size buffers: a canonical request of any size
+//! works. Nothing here logs or keeps a key.
+//!
+//! ```
+//! use aws_signer::{derive_signing_key, sign, PathRules, Request, Credentials, Scope};
+//!
+//! let scope = Scope::parse("20130524/us-east-1/s3/aws4_request").unwrap();
+//! let key = derive_signing_key(b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", &scope);
+//! let empty = aws_signer::EMPTY_PAYLOAD_SHA256;
+//! let headers = [
+//!     (&b"Host"[..], &b"examplebucket.s3.amazonaws.com"[..]),
+//!     (b"Range", b"bytes=0-9"),
+//!     (b"x-amz-content-sha256", empty.as_bytes()),
+//!     (b"x-amz-date", b"20130524T000000Z"),
+//! ];
+//! let req = Request {
+//!     method: b"GET",
+//!     path: b"/test.txt",
+//!     query: b"",
+//!     headers: &headers,
+//!     payload_hash: empty.as_bytes(),
+//!     rules: PathRules::S3,
+//! };
+//! let creds = Credentials { access_key: "AKIAIOSFODNN7EXAMPLE", scope: &scope, key: &key };
+//! let signed = sign(&req, &creds, "20130524T000000Z");
+//! assert_eq!(
+//!     signed.signature_hex(),
+//!     "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+//! );
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The algorithm name that starts every string to sign and `Authorization` value.
+pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+
+/// Hex SHA-256 of the empty string: the payload hash of a request without a body.
+pub const EMPTY_PAYLOAD_SHA256: &str =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// Payload hash value that tells S3 the body is not signed.
+pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+
+/// Length in bytes of a derived signing key.
+pub const SIGNING_KEY_LEN: usize = 32;
+
+/// A derived SigV4 signing key (kSigning).
+pub type SigningKey = [u8; SIGNING_KEY_LEN];
+
+/// Canonical URI rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathRules {
+    /// S3: decode the wire path once, encode once, keep it as it is otherwise.
+    S3,
+    /// Any other service: encode the wire path as given (double encoding),
+    /// after removing dot segments and merging slashes when `normalize` is set.
+    Generic {
+        /// Remove `.`/`..` segments and merge repeated slashes first.
+        normalize: bool,
+    },
+}
+
+impl PathRules {
+    /// The rules AWS applies for a service name: S3 rules for `s3`,
+    /// `s3-outposts` and `s3express`, normalized generic rules otherwise.
+    pub fn for_service(service: &str) -> PathRules {
+        match service {
+            "s3" | "s3-outposts" | "s3express" => PathRules::S3,
+            _ => PathRules::Generic { normalize: true },
+        }
+    }
+}
+
+/// The request parts that go into a signature.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// The HTTP method as sent, e.g. `GET`.
+    pub method: &'a [u8],
+    /// The path as it goes on the wire, without the query.
+    pub path: &'a [u8],
+    /// The query as it goes on the wire, without the leading `?` (may be empty).
+    pub query: &'a [u8],
+    /// The headers to sign, names in any case and order; a name that appears
+    /// more than once has its values joined with `,` in the order given.
+    pub headers: &'a [(&'a [u8], &'a [u8])],
+    /// Lowercase hex SHA-256 of the body, or [`UNSIGNED_PAYLOAD`].
+    pub payload_hash: &'a [u8],
+    /// Which canonical URI rules apply.
+    pub rules: PathRules,
+}
+
+/// A credential scope: `YYYYMMDD/region/service/aws4_request`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    text: String,
+    region_end: usize,
+    service_end: usize,
+}
+
+/// Why a credential scope was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScopeError {
+    /// Not four `/`-separated parts.
+    Parts,
+    /// The first part is not a valid `YYYYMMDD` calendar date.
+    Date,
+    /// The region part is empty or holds characters other than `a-z 0-9 -`.
+    Region,
+    /// The service part is empty or holds characters other than `a-z 0-9 - .`.
+    Service,
+    /// The last part is not `aws4_request`.
+    Terminator,
+}
+
+impl fmt::Display for ScopeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ScopeError::Parts => "must have the form YYYYMMDD/region/service/aws4_request",
+            ScopeError::Date => "does not start with a valid YYYYMMDD date",
+            ScopeError::Region => "has an invalid region (allowed: a-z, 0-9, '-')",
+            ScopeError::Service => "has an invalid service (allowed: a-z, 0-9, '-', '.')",
+            ScopeError::Terminator => "must end with /aws4_request",
+        })
+    }
+}
+
+impl std::error::Error for ScopeError {}
+
+impl Scope {
+    /// Parses and checks a credential scope.
+    pub fn parse(text: &str) -> Result<Scope, ScopeError> {
+        let parts: Vec<&str> = text.split('/').collect();
+        if parts.len() != 4 {
+            return Err(ScopeError::Parts);
+        }
+        if !valid_date(parts[0]) {
+            return Err(ScopeError::Date);
+        }
+        let region_ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+        if parts[1].is_empty() || !parts[1].chars().all(region_ok) {
+            return Err(ScopeError::Region);
+        }
+        if parts[2].is_empty() || !parts[2].chars().all(|c| region_ok(c) || c == '.') {
+            return Err(ScopeError::Service);
+        }
+        if parts[3] != "aws4_request" {
+            return Err(ScopeError::Terminator);
+        }
+        let region_end = 9 + parts[1].len();
+        Ok(Scope {
+            text: text.to_owned(),
+            region_end,
+            service_end: region_end + 1 + parts[2].len(),
+        })
+    }
+
+    /// Builds the scope for a date (`YYYYMMDD`), region and service.
+    pub fn new(date: &str, region: &str, service: &str) -> Result<Scope, ScopeError> {
+        Scope::parse(&format!("{date}/{region}/{service}/aws4_request"))
+    }
+
+    /// The whole scope text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The `YYYYMMDD` date.
+    pub fn date(&self) -> &str {
+        &self.text[..8]
+    }
+
+    /// The region, e.g. `us-east-1`.
+    pub fn region(&self) -> &str {
+        &self.text[9..self.region_end]
+    }
+
+    /// The service, e.g. `s3`.
+    pub fn service(&self) -> &str {
+        &self.text[self.region_end + 1..self.service_end]
+    }
+}
+
+fn valid_date(s: &str) -> bool {
+    s.len() == 8
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && chrono::NaiveDate::parse_from_str(s, "%Y%m%d").is_ok()
+}
+
+/// What a signature is made with.
+#[derive(Clone, Copy, Debug)]
+pub struct Credentials<'a> {
+    /// The access key id.
+    pub access_key: &'a str,
+    /// The scope the key was derived for.
+    pub scope: &'a Scope,
+    /// The derived signing key.
+    pub key: &'a SigningKey,
+}
+
+/// Derives the signing key: HMAC chain `AWS4`+secret → date → region → service → `aws4_request`.
+pub fn derive_signing_key(secret: &[u8], scope: &Scope) -> SigningKey {
+    let mut first = Vec::with_capacity(4 + secret.len());
+    first.extend_from_slice(b"AWS4");
+    first.extend_from_slice(secret);
+    let k_date = hmac(&first, scope.date().as_bytes());
+    let k_region = hmac(&k_date, scope.region().as_bytes());
+    let k_service = hmac(&k_region, scope.service().as_bytes());
+    hmac(&k_service, b"aws4_request")
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    // new_from_slice accepts keys of any length for HMAC.
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// Lowercase hex SHA-256 of some bytes.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Formats a Unix time as an `x-amz-date` value, `YYYYMMDDTHHMMSSZ` (UTC).
+///
+/// Times outside chrono's range give `None`.
+pub fn amz_date(unix_seconds: i64) -> Option<String> {
+    let t = chrono::DateTime::from_timestamp(unix_seconds, 0)?;
+    Some(t.format("%Y%m%dT%H%M%SZ").to_string())
+}
+
+/// The result of signing.
+#[derive(Clone, Debug)]
+pub struct Signed {
+    /// The canonical request that was hashed.
+    pub canonical_request: Vec<u8>,
+    /// The string to sign.
+    pub string_to_sign: String,
+    /// `;`-separated lowercase signed header names.
+    pub signed_headers: String,
+    signature: [u8; 32],
+    authorization: String,
+}
+
+impl Signed {
+    /// Lowercase hex signature.
+    pub fn signature_hex(&self) -> String {
+        hex::encode(self.signature)
+    }
+
+    /// The full `Authorization` header value.
+    pub fn authorization(&self) -> &str {
+        &self.authorization
+    }
+}
+
+/// Signs a request: canonical request, string to sign, signature and `Authorization`.
+///
+/// `amz_date` is the `x-amz-date` value (`YYYYMMDDTHHMMSSZ`). Its date part
+/// should equal the scope date or AWS will refuse the request; this function
+/// does not check it.
+pub fn sign(req: &Request<'_>, creds: &Credentials<'_>, amz_date: &str) -> Signed {
+    let mut canonical_request = Vec::with_capacity(256 + req.path.len() + req.query.len());
+    let signed_headers = write_canonical_request(req, &mut canonical_request);
+    let string_to_sign = string_to_sign(amz_date, creds.scope, &canonical_request);
+    let signature = hmac(creds.key, string_to_sign.as_bytes());
+    let authorization = authorization_value(
+        creds.access_key,
+        creds.scope,
+        &signed_headers,
+        &hex::encode(signature),
+    );
+    Signed {
+        canonical_request,
+        string_to_sign,
+        signed_headers,
+        signature,
+        authorization,
+    }
+}
+
+/// The string to sign for a canonical request.
+pub fn string_to_sign(amz_date: &str, scope: &Scope, canonical_request: &[u8]) -> String {
+    format!(
+        "{ALGORITHM}\n{amz_date}\n{}\n{}",
+        scope.as_str(),
+        sha256_hex(canonical_request)
+    )
+}
+
+/// The `Authorization` header value.
+pub fn authorization_value(
+    access_key: &str,
+    scope: &Scope,
+    signed_headers: &str,
+    signature_hex: &str,
+) -> String {
+    format!(
+        "{ALGORITHM} Credential={access_key}/{}, SignedHeaders={signed_headers}, Signature={signature_hex}",
+        scope.as_str()
+    )
+}
+
+/// Writes the canonical request into `out` and returns the signed header list.
+pub fn write_canonical_request(req: &Request<'_>, out: &mut Vec<u8>) -> String {
+    out.extend_from_slice(req.method);
+    out.push(b'\n');
+    write_canonical_uri(req.path, req.rules, out);
+    out.push(b'\n');
+    write_canonical_query(req.query, out);
+    out.push(b'\n');
+    let signed = write_canonical_headers(req.headers, out);
+    out.push(b'\n');
+    out.extend_from_slice(signed.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(req.payload_hash);
+    signed
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// True for the RFC 3986 unreserved set `A-Z a-z 0-9 - _ . ~`.
+pub fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+}
+
+/// Appends `bytes` percent-encoded: every byte outside the unreserved set
+/// becomes `%XX` (uppercase); `/` is kept when `keep_slash` is set.
+pub fn encode_into(bytes: &[u8], keep_slash: bool, out: &mut Vec<u8>) {
+    for &b in bytes {
+        if is_unreserved(b) || (keep_slash && b == b'/') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX_UPPER[(b >> 4) as usize], HEX_UPPER[(b & 15) as usize]]);
+        }
+    }
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Appends `bytes` with every valid `%XX` sequence decoded. A `%` not
+/// followed by two hex digits is kept as it is; `+` is kept (RFC 3986).
+pub fn decode_into(bytes: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            if let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex_val),
+                bytes.get(i + 2).copied().and_then(hex_val),
+            ) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+}
+
+/// Writes the canonical URI of a wire path under the given rules.
+pub fn write_canonical_uri(path: &[u8], rules: PathRules, out: &mut Vec<u8>) {
+    if path.is_empty() {
+        out.push(b'/');
+        return;
+    }
+    match rules {
+        PathRules::S3 => {
+            let mut decoded = Vec::with_capacity(path.len());
+            decode_into(path, &mut decoded);
+            encode_into(&decoded, true, out);
+        }
+        PathRules::Generic { normalize: false } => encode_into(path, true, out),
+        PathRules::Generic { normalize: true } => {
+            encode_into(&normalize_path(path), true, out);
+        }
+    }
+}
+
+/// Removes `.` and `..` segments and merges repeated slashes, keeping a
+/// trailing slash. The result always starts with `/`.
+pub fn normalize_path(path: &[u8]) -> Vec<u8> {
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for seg in path.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let ends_with_dir = path.ends_with(b"/")
+        || path.ends_with(b"/.")
+        || path.ends_with(b"/..")
+        || path == b"."
+        || path == b"..";
+    let mut out = Vec::with_capacity(path.len() + 1);
+    for seg in &segments {
+        out.push(b'/');
+        out.extend_from_slice(seg);
+    }
+    if segments.is_empty() || ends_with_dir {
+        out.push(b'/');
+    }
+    out
+}
+
+/// Writes the canonical query: every key and value decoded then encoded
+/// with the unreserved set, pairs sorted by key then value, `key=` for a
+/// key without a value; empty pairs (`&&`) are dropped.
+pub fn write_canonical_query(query: &[u8], out: &mut Vec<u8>) {
+    if query.is_empty() {
+        return;
+    }
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut scratch = Vec::new();
+    for part in query.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let (k, v) = match part.iter().position(|&b| b == b'=') {
+            Some(i) => (&part[..i], &part[i + 1..]),
+            None => (part, &b""[..]),
+        };
+        let mut ek = Vec::with_capacity(k.len());
+        scratch.clear();
+        decode_into(k, &mut scratch);
+        encode_into(&scratch, false, &mut ek);
+        let mut ev = Vec::with_capacity(v.len());
+        scratch.clear();
+        decode_into(v, &mut scratch);
+        encode_into(&scratch, false, &mut ev);
+        pairs.push((ek, ev));
+    }
+    pairs.sort();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        out.extend_from_slice(k);
+        out.push(b'=');
+        out.extend_from_slice(v);
+    }
+}
+
+/// Appends a header value trimmed, with every run of whitespace (spaces,
+/// tabs, folded line breaks) turned into one space.
+pub fn write_trimmed_value(value: &[u8], out: &mut Vec<u8>) {
+    let mut pending_space = false;
+    let mut started = false;
+    for &b in value {
+        if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+            pending_space = started;
+        } else {
+            if pending_space {
+                out.push(b' ');
+                pending_space = false;
+            }
+            out.push(b);
+            started = true;
+        }
+    }
+}
+
+/// Writes the canonical headers block (each line ends with `\n`) and returns
+/// the signed header list.
+pub fn write_canonical_headers(headers: &[(&[u8], &[u8])], out: &mut Vec<u8>) -> String {
+    let mut lowered: Vec<(Vec<u8>, usize)> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| (name.to_ascii_lowercase(), i))
+        .collect();
+    // A stable sort keeps the values of a repeated name in their order.
+    lowered.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut signed = String::new();
+    let mut i = 0;
+    while i < lowered.len() {
+        let name = &lowered[i].0;
+        out.extend_from_slice(name);
+        out.push(b':');
+        if !signed.is_empty() {
+            signed.push(';');
+        }
+        signed.push_str(&String::from_utf8_lossy(name));
+        let mut first = true;
+        while i < lowered.len() && lowered[i].0 == *name {
+            if !first {
+                out.push(b',');
+            }
+            write_trimmed_value(headers[lowered[i].1].1, out);
+            first = false;
+            i += 1;
+        }
+        out.push(b'\n');
+    }
+    signed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_parts() {
+        let s = Scope::parse("20150830/us-east-1/service/aws4_request").unwrap();
+        assert_eq!(s.date(), "20150830");
+        assert_eq!(s.region(), "us-east-1");
+        assert_eq!(s.service(), "service");
+    }
+
+    #[test]
+    fn scope_errors() {
+        assert_eq!(Scope::parse("20150830/us-east-1/s3"), Err(ScopeError::Parts));
+        assert_eq!(Scope::parse("20151330/us-east-1/s3/aws4_request"), Err(ScopeError::Date));
+        assert_eq!(Scope::parse("2015083/us-east-1/s3/aws4_request"), Err(ScopeError::Date));
+        assert_eq!(Scope::parse("20150830//s3/aws4_request"), Err(ScopeError::Region));
+        assert_eq!(Scope::parse("20150830/US/s3/aws4_request"), Err(ScopeError::Region));
+        assert_eq!(Scope::parse("20150830/us-east-1//aws4_request"), Err(ScopeError::Service));
+        assert_eq!(Scope::parse("20150830/us-east-1/s3/aws4"), Err(ScopeError::Terminator));
+    }
+
+    #[test]
+    fn decode_keeps_invalid_escapes() {
+        let mut out = Vec::new();
+        decode_into(b"100%", &mut out);
+        assert_eq!(out, b"100%");
+        out.clear();
+        decode_into(b"%zz%4", &mut out);
+        assert_eq!(out, b"%zz%4");
+        out.clear();
+        decode_into(b"a%2Bb+c%2f", &mut out);
+        assert_eq!(out, b"a+b+c/");
+    }
+
+    #[test]
+    fn s3_uri_single_encoding() {
+        let mut out = Vec::new();
+        write_canonical_uri(b"/a b/%2B+(x)/%E2%82%AC/./..//", PathRules::S3, &mut out);
+        assert_eq!(out, b"/a%20b/%2B%2B%28x%29/%E2%82%AC/./..//");
+    }
+
+    #[test]
+    fn normalize() {
+        assert_eq!(normalize_path(b"//example//"), b"/example/");
+        assert_eq!(normalize_path(b"/example1/example2/../.."), b"/");
+        assert_eq!(normalize_path(b"/./"), b"/");
+        assert_eq!(normalize_path(b"/a/./b/../c"), b"/a/c");
+    }
+
+    #[test]
+    fn query_sorting_and_bare_keys() {
+        let mut out = Vec::new();
+        write_canonical_query(b"b=2&a&c=x y&a=1&&d=%2B+", &mut out);
+        assert_eq!(out, b"a=&a=1&b=2&c=x%20y&d=%2B%2B");
+    }
+
+    #[test]
+    fn header_trimming() {
+        let mut out = Vec::new();
+        write_trimmed_value(b"  a   b\r\n   c\t ", &mut out);
+        assert_eq!(out, b"a b c");
+    }
+
+    #[test]
+    fn amz_date_format() {
+        assert_eq!(amz_date(1440938160).unwrap(), "20150830T123600Z");
+    }
+}
