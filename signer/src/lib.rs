@@ -48,6 +48,9 @@
 
 use std::fmt;
 
+pub mod config;
+pub mod wire;
+
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -352,7 +355,11 @@ pub fn encode_into(bytes: &[u8], keep_slash: bool, out: &mut Vec<u8>) {
         if is_unreserved(b) || (keep_slash && b == b'/') {
             out.push(b);
         } else {
-            out.extend_from_slice(&[b'%', HEX_UPPER[(b >> 4) as usize], HEX_UPPER[(b & 15) as usize]]);
+            out.extend_from_slice(&[
+                b'%',
+                HEX_UPPER[(b >> 4) as usize],
+                HEX_UPPER[(b & 15) as usize],
+            ]);
         }
     }
 }
@@ -537,13 +544,34 @@ mod tests {
 
     #[test]
     fn scope_errors() {
-        assert_eq!(Scope::parse("20150830/us-east-1/s3"), Err(ScopeError::Parts));
-        assert_eq!(Scope::parse("20151330/us-east-1/s3/aws4_request"), Err(ScopeError::Date));
-        assert_eq!(Scope::parse("2015083/us-east-1/s3/aws4_request"), Err(ScopeError::Date));
-        assert_eq!(Scope::parse("20150830//s3/aws4_request"), Err(ScopeError::Region));
-        assert_eq!(Scope::parse("20150830/US/s3/aws4_request"), Err(ScopeError::Region));
-        assert_eq!(Scope::parse("20150830/us-east-1//aws4_request"), Err(ScopeError::Service));
-        assert_eq!(Scope::parse("20150830/us-east-1/s3/aws4"), Err(ScopeError::Terminator));
+        assert_eq!(
+            Scope::parse("20150830/us-east-1/s3"),
+            Err(ScopeError::Parts)
+        );
+        assert_eq!(
+            Scope::parse("20151330/us-east-1/s3/aws4_request"),
+            Err(ScopeError::Date)
+        );
+        assert_eq!(
+            Scope::parse("2015083/us-east-1/s3/aws4_request"),
+            Err(ScopeError::Date)
+        );
+        assert_eq!(
+            Scope::parse("20150830//s3/aws4_request"),
+            Err(ScopeError::Region)
+        );
+        assert_eq!(
+            Scope::parse("20150830/US/s3/aws4_request"),
+            Err(ScopeError::Region)
+        );
+        assert_eq!(
+            Scope::parse("20150830/us-east-1//aws4_request"),
+            Err(ScopeError::Service)
+        );
+        assert_eq!(
+            Scope::parse("20150830/us-east-1/s3/aws4"),
+            Err(ScopeError::Terminator)
+        );
     }
 
     #[test]

@@ -34,7 +34,9 @@ struct RawRequest {
 /// Parses the suite's request files: request line, `Name:value` headers with
 /// folded continuation lines, a blank line and the body.
 fn parse_request(text: &[u8]) -> RawRequest {
-    let mut lines = text.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = text
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let first = lines.next().unwrap();
     let sp1 = first.iter().position(|&b| b == b' ').unwrap();
     let sp2 = first.iter().rposition(|&b| b == b' ').unwrap();
@@ -237,7 +239,10 @@ fn aws_c_auth_suite_header_variant() {
             // Its request file and canonical request disagree on the time;
             // the canonical request records when it was signed.
             let creq = read_str(&dir.join("header-canonical-request.txt"));
-            let when = creq.lines().find_map(|l| l.strip_prefix("x-amz-date:")).unwrap();
+            let when = creq
+                .lines()
+                .find_map(|l| l.strip_prefix("x-amz-date:"))
+                .unwrap();
             for (k, v) in raw.headers.iter_mut() {
                 if k.eq_ignore_ascii_case(b"x-amz-date") {
                     *v = when.as_bytes().to_vec();
@@ -259,7 +264,11 @@ fn aws_c_auth_suite_header_variant() {
         let payload = sha256_hex(&raw.body);
         // The signer under test adds what aws-c-auth's signer adds.
         let mut extra: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let has = |n: &str| raw.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n.as_bytes()));
+        let has = |n: &str| {
+            raw.headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case(n.as_bytes()))
+        };
         if !has("x-amz-date") {
             extra.push((b"X-Amz-Date".to_vec(), AMZ_DATE.as_bytes().to_vec()));
         }
@@ -269,9 +278,18 @@ fn aws_c_auth_suite_header_variant() {
             }
         }
         if sign_body {
-            extra.push((b"X-Amz-Content-Sha256".to_vec(), payload.as_bytes().to_vec()));
+            extra.push((
+                b"X-Amz-Content-Sha256".to_vec(),
+                payload.as_bytes().to_vec(),
+            ));
         }
-        let got = sign_raw(&raw, &extra, &payload, PathRules::Generic { normalize }, &scope);
+        let got = sign_raw(
+            &raw,
+            &extra,
+            &payload,
+            PathRules::Generic { normalize },
+            &scope,
+        );
         assert_eq!(
             show(&got.canonical_request),
             read_str(&dir.join("header-canonical-request.txt")),

@@ -1,0 +1,282 @@
+//! Signing an HTTP/1.x request head exactly as it will be sent.
+//!
+//! A proxy that signs has to sign the bytes it sends, not a guess of them.
+//! [`sign_head`] takes a request head as built (request line, header lines,
+//! blank line), drops every `Authorization` and `x-amz-*` header in it,
+//! appends `x-amz-content-sha256`, `x-amz-date` and `Authorization` (and the
+//! session token when there is one) and signs the method, path, query and
+//! `Host` found in the head itself.
+
+use std::fmt;
+
+use crate::{sign, Credentials, PathRules, Request, Signed};
+
+/// What to sign a head with.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadSigning<'a> {
+    /// Key, scope and access key.
+    pub creds: Credentials<'a>,
+    /// The `x-amz-date` value.
+    pub amz_date: &'a str,
+    /// The `x-amz-content-sha256` value.
+    pub payload_hash: &'a str,
+    /// An STS session token to send and sign as `x-amz-security-token`.
+    pub session_token: Option<&'a str>,
+    /// Canonical URI rules.
+    pub rules: PathRules,
+}
+
+/// Why a head could not be signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// The request line is not `METHOD SP TARGET SP HTTP/x.y`.
+    RequestLine,
+    /// A header line has no `:`.
+    HeaderLine,
+    /// No blank line ends the head.
+    Unterminated,
+    /// No `Host` header, or more than one.
+    Host(usize),
+    /// The request target is not an origin-form path (`/...`).
+    Target,
+}
+
+impl fmt::Display for HeadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeadError::RequestLine => f.write_str("malformed request line"),
+            HeadError::HeaderLine => f.write_str("malformed header line"),
+            HeadError::Unterminated => f.write_str("request head is not terminated"),
+            HeadError::Host(0) => f.write_str("no Host header"),
+            HeadError::Host(n) => write!(f, "{n} Host headers"),
+            HeadError::Target => f.write_str("request target is not a path"),
+        }
+    }
+}
+
+impl std::error::Error for HeadError {}
+
+/// A parsed request head, borrowing from the bytes.
+#[derive(Debug)]
+pub struct Head<'a> {
+    /// The method.
+    pub method: &'a [u8],
+    /// The path part of the target.
+    pub path: &'a [u8],
+    /// The query part of the target, without `?`.
+    pub query: &'a [u8],
+    /// The request line including its CRLF.
+    pub request_line: &'a [u8],
+    /// Every header as (name, value, whole line including CRLF).
+    pub headers: Vec<(&'a [u8], &'a [u8], &'a [u8])>,
+    /// Length of the head including the blank line.
+    pub len: usize,
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
+    b[from..]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|p| p + from)
+}
+
+/// Parses the head at the start of `bytes` (anything after it is ignored).
+pub fn parse_head(bytes: &[u8]) -> Result<Head<'_>, HeadError> {
+    let eol = find_crlf(bytes, 0).ok_or(HeadError::Unterminated)?;
+    let line = &bytes[..eol];
+    let sp1 = line
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(HeadError::RequestLine)?;
+    let sp2 = line
+        .iter()
+        .rposition(|&b| b == b' ')
+        .ok_or(HeadError::RequestLine)?;
+    if sp1 == sp2 || sp1 == 0 || !line[sp2 + 1..].starts_with(b"HTTP/") {
+        return Err(HeadError::RequestLine);
+    }
+    let target = &line[sp1 + 1..sp2];
+    if !target.starts_with(b"/") {
+        return Err(HeadError::Target);
+    }
+    let (path, query) = match target.iter().position(|&b| b == b'?') {
+        Some(i) => (&target[..i], &target[i + 1..]),
+        None => (target, &b""[..]),
+    };
+    let mut headers = Vec::with_capacity(16);
+    let mut pos = eol + 2;
+    loop {
+        let end = find_crlf(bytes, pos).ok_or(HeadError::Unterminated)?;
+        if end == pos {
+            return Ok(Head {
+                method: &line[..sp1],
+                path,
+                query,
+                request_line: &bytes[..eol + 2],
+                headers,
+                len: end + 2,
+            });
+        }
+        let hl = &bytes[pos..end];
+        let colon = hl
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(HeadError::HeaderLine)?;
+        if colon == 0 {
+            return Err(HeadError::HeaderLine);
+        }
+        headers.push((&hl[..colon], trim(&hl[colon + 1..]), &bytes[pos..end + 2]));
+        pos = end + 2;
+    }
+}
+
+/// True for header names the signer owns: `Authorization` and every `x-amz-*`.
+pub fn is_owned_header(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"authorization")
+        || (name.len() >= 6 && name[..6].eq_ignore_ascii_case(b"x-amz-"))
+}
+
+/// A signed head.
+#[derive(Debug)]
+pub struct SignedHead {
+    /// The new head, ready to send.
+    pub head: Vec<u8>,
+    /// The signature details (canonical request, string to sign, ...).
+    pub signed: Signed,
+    /// How many client or stale `Authorization`/`x-amz-*` lines were dropped.
+    pub dropped: usize,
+}
+
+/// Signs the head at the start of `bytes`; see the module documentation.
+pub fn sign_head(bytes: &[u8], how: &HeadSigning<'_>) -> Result<SignedHead, HeadError> {
+    let head = parse_head(bytes)?;
+    let hosts: Vec<&[u8]> = head
+        .headers
+        .iter()
+        .filter(|(n, _, _)| n.eq_ignore_ascii_case(b"host"))
+        .map(|(_, v, _)| *v)
+        .collect();
+    if hosts.len() != 1 {
+        return Err(HeadError::Host(hosts.len()));
+    }
+    let mut to_sign: Vec<(&[u8], &[u8])> = vec![
+        (b"host", hosts[0]),
+        (b"x-amz-content-sha256", how.payload_hash.as_bytes()),
+        (b"x-amz-date", how.amz_date.as_bytes()),
+    ];
+    if let Some(token) = how.session_token {
+        to_sign.push((b"x-amz-security-token", token.as_bytes()));
+    }
+    let req = Request {
+        method: head.method,
+        path: head.path,
+        query: head.query,
+        headers: &to_sign,
+        payload_hash: how.payload_hash.as_bytes(),
+        rules: how.rules,
+    };
+    let signed = sign(&req, &how.creds, how.amz_date);
+
+    let mut out = Vec::with_capacity(head.len + 256 + signed.authorization().len());
+    out.extend_from_slice(head.request_line);
+    let mut dropped = 0;
+    for (name, _, line) in &head.headers {
+        if is_owned_header(name) {
+            dropped += 1;
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    for (name, value) in [
+        ("x-amz-content-sha256", how.payload_hash),
+        ("x-amz-date", how.amz_date),
+    ]
+    .into_iter()
+    .chain(how.session_token.map(|t| ("x-amz-security-token", t)))
+    .chain([("Authorization", signed.authorization())])
+    {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(SignedHead {
+        head: out,
+        signed,
+        dropped,
+    })
+}
+
+/// The value of the first header with this name (case-insensitive).
+pub fn header_value<'a>(head: &Head<'a>, name: &[u8]) -> Option<&'a [u8]> {
+    head.headers
+        .iter()
+        .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v, _)| *v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{derive_signing_key, Scope, EMPTY_PAYLOAD_SHA256};
+
+    #[test]
+    fn resigns_and_strips() {
+        let scope = Scope::parse("20130524/us-east-1/s3/aws4_request").unwrap();
+        let key = derive_signing_key(b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", &scope);
+        let raw = b"GET /test.txt HTTP/1.0\r\nHost: examplebucket.s3.amazonaws.com\r\n\
+Authorization: client\r\nX-Amz-Date: 1999\r\nx-amz-foo: bar\r\nRange: bytes=0-9\r\n\r\nBODY";
+        let how = HeadSigning {
+            creds: Credentials {
+                access_key: "AKIAIOSFODNN7EXAMPLE",
+                scope: &scope,
+                key: &key,
+            },
+            amz_date: "20130524T000000Z",
+            payload_hash: EMPTY_PAYLOAD_SHA256,
+            session_token: None,
+            rules: PathRules::S3,
+        };
+        let s = sign_head(raw, &how).unwrap();
+        assert_eq!(s.dropped, 3);
+        let text = String::from_utf8(s.head).unwrap();
+        assert!(text.starts_with("GET /test.txt HTTP/1.0\r\nHost: examplebucket.s3.amazonaws.com\r\nRange: bytes=0-9\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+        assert_eq!(text.matches("Authorization:").count(), 1);
+        assert_eq!(
+            s.signed.signed_headers,
+            "host;x-amz-content-sha256;x-amz-date"
+        );
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.0\r\nHost: a\r\n").unwrap_err(),
+            HeadError::Unterminated
+        );
+        assert_eq!(
+            parse_head(b"GET HTTP/1.0\r\n\r\n").unwrap_err(),
+            HeadError::RequestLine
+        );
+        assert_eq!(
+            parse_head(b"GET * HTTP/1.0\r\n\r\n").unwrap_err(),
+            HeadError::Target
+        );
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.0\r\nbad\r\n\r\n").unwrap_err(),
+            HeadError::HeaderLine
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! Directives and their typed, validated configuration.
+//!
+//! Every directive is allowed in `http`, `server` and `location`; a value set
+//! in an inner block replaces the inherited one. Every value is checked when
+//! it is read, and the combination is checked when blocks are merged, so
+//! `nginx -t` reports any mistake as an `[emerg]` line naming the directive.
+
+use std::ffi::{c_char, c_void};
+use std::ptr;
+
+use aws_signer::config::{
+    parse_access_key, parse_bucket, parse_endpoint, parse_scope, parse_signing_key,
+};
+use aws_signer::{PathRules, Scope, SigningKey};
+use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
+    NGX_LOG_EMERG,
+};
+use ngx::{ngx_conf_log_error, ngx_string};
+
+/// A credential set complete enough to sign with.
+#[derive(Clone)]
+pub struct Signing {
+    pub access_key: String,
+    pub scope: Scope,
+    pub key: SigningKey,
+    pub rules: PathRules,
+}
+
+/// Per-location configuration as written; `None` means "not set here".
+#[derive(Default)]
+pub struct LocConf {
+    pub access_key: Option<String>,
+    pub scope: Option<Scope>,
+    pub key: Option<SigningKey>,
+    pub bucket: Option<String>,
+    pub endpoint: Option<String>,
+    pub sign: Option<bool>,
+    /// Where `aws_sign` was written, for messages given at merge time.
+    sign_at: Option<String>,
+    /// The merged, checked credential set; `None` when incomplete.
+    pub signing: Option<Signing>,
+}
+
+impl LocConf {
+    /// True when the upstream request of this location must be signed.
+    pub fn sign_on(&self) -> bool {
+        self.sign == Some(true)
+    }
+
+    /// The endpoint, default `s3.amazonaws.com`.
+    pub fn endpoint(&self) -> &str {
+        self.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT)
+    }
+}
+
+impl Drop for LocConf {
+    fn drop(&mut self) {
+        // Do not leave key material in freed pool memory.
+        if let Some(k) = self.key.as_mut() {
+            k.iter_mut().for_each(|b| *b = 0);
+        }
+        if let Some(s) = self.signing.as_mut() {
+            s.key.iter_mut().for_each(|b| *b = 0);
+        }
+    }
+}
+
+pub use aws_signer::config::DEFAULT_ENDPOINT;
+
+const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+type SetFn = unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
+
+const fn command(name: ngx_str_t, args: u32, set: SetFn) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: (ANY_LEVEL | args) as ngx_uint_t,
+        set: Some(set),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    }
+}
+
+pub static mut COMMANDS: [ngx_command_t; 7] = [
+    command(
+        ngx_string!("aws_access_key"),
+        NGX_CONF_TAKE1,
+        set_access_key,
+    ),
+    command(ngx_string!("aws_key_scope"), NGX_CONF_TAKE1, set_key_scope),
+    command(
+        ngx_string!("aws_signing_key"),
+        NGX_CONF_TAKE1,
+        set_signing_key,
+    ),
+    command(ngx_string!("aws_s3_bucket"), NGX_CONF_TAKE1, set_s3_bucket),
+    command(ngx_string!("aws_endpoint"), NGX_CONF_TAKE1, set_endpoint),
+    command(
+        ngx_string!("aws_sign"),
+        NGX_CONF_NOARGS | NGX_CONF_TAKE1,
+        set_sign,
+    ),
+    ngx_command_t::empty(),
+];
+
+/// The arguments of the directive being read: name first.
+///
+/// # Safety
+/// `cf` must be the conf pointer nginx passed to a directive handler.
+unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
+    // SAFETY: during a directive handler cf->args is a valid array of
+    // ngx_str_t holding the directive name and its arguments.
+    unsafe {
+        let a = (*cf).args;
+        std::slice::from_raw_parts((*a).elts as *const ngx_str_t, (*a).nelts)
+    }
+}
+
+fn bytes(s: &ngx_str_t) -> &[u8] {
+    if s.len == 0 || s.data.is_null() {
+        return &[];
+    }
+    // SAFETY: a non-empty ngx_str_t from the config parser points to `len` bytes.
+    unsafe { std::slice::from_raw_parts(s.data, s.len) }
+}
+
+/// Runs a directive handler body: parses the one argument with `parse`,
+/// refuses duplicates, stores the value; errors become `[emerg]` lines.
+///
+/// # Safety
+/// The pointers are the ones nginx passes to a directive handler for a
+/// command whose conf is this module's `LocConf`.
+unsafe fn set_value<T>(
+    cf: *mut ngx_conf_t,
+    conf: *mut c_void,
+    field: fn(&mut LocConf) -> &mut Option<T>,
+    parse: fn(&[u8]) -> Result<T, String>,
+) -> *mut c_char {
+    // SAFETY: conf was allocated by create_loc_conf as a LocConf.
+    let lc = unsafe { &mut *(conf as *mut LocConf) };
+    // SAFETY: see the function contract.
+    let a = unsafe { args(cf) };
+    let name = String::from_utf8_lossy(bytes(&a[0])).into_owned();
+    let slot = field(lc);
+    if slot.is_some() {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" directive is duplicate");
+        return NGX_CONF_ERROR;
+    }
+    match parse(bytes(&a[1])) {
+        Ok(v) => {
+            *slot = Some(v);
+            NGX_CONF_OK
+        }
+        Err(why) => {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\": {why}");
+            NGX_CONF_ERROR
+        }
+    }
+}
+
+macro_rules! setter {
+    ($fn:ident, $field:ident, $parse:expr) => {
+        unsafe extern "C" fn $fn(
+            cf: *mut ngx_conf_t,
+            _cmd: *mut ngx_command_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
+            // SAFETY: nginx calls this with the pointers of a directive handler.
+            unsafe { set_value(cf, conf, |c| &mut c.$field, $parse) }
+        }
+    };
+}
+
+setter!(set_access_key, access_key, parse_access_key);
+setter!(set_key_scope, scope, parse_scope);
+setter!(set_signing_key, key, parse_signing_key);
+setter!(set_s3_bucket, bucket, parse_bucket);
+setter!(set_endpoint, endpoint, parse_endpoint);
+
+unsafe extern "C" fn set_sign(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf was allocated by create_loc_conf as a LocConf.
+    let lc = unsafe { &mut *(conf as *mut LocConf) };
+    // SAFETY: called as a directive handler.
+    let a = unsafe { args(cf) };
+    if lc.sign.is_some() {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"aws_sign\" directive is duplicate");
+        return NGX_CONF_ERROR;
+    }
+    let on = match a.get(1).map(bytes) {
+        None => true,
+        Some(v) if v.eq_ignore_ascii_case(b"on") => true,
+        Some(v) if v.eq_ignore_ascii_case(b"off") => false,
+        Some(v) => {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "\"aws_sign\": invalid value \"{}\", it must be \"on\" or \"off\"",
+                String::from_utf8_lossy(v)
+            );
+            return NGX_CONF_ERROR;
+        }
+    };
+    lc.sign = Some(on);
+    // SAFETY: cf->conf_file is valid while a directive is read.
+    lc.sign_at = unsafe {
+        let file = (*cf).conf_file;
+        (!file.is_null()).then(|| {
+            format!(
+                "{}:{}",
+                String::from_utf8_lossy(bytes(&(*file).file.name)),
+                (*file).line
+            )
+        })
+    };
+    NGX_CONF_OK
+}
+
+fn inherit<T: Clone>(child: &mut Option<T>, parent: &Option<T>) {
+    if child.is_none() {
+        child.clone_from(parent);
+    }
+}
+
+impl LocConf {
+    /// Merges the parent's values into this block and checks the result.
+    pub fn merge_from(&mut self, prev: &LocConf) -> Result<(), String> {
+        inherit(&mut self.access_key, &prev.access_key);
+        inherit(&mut self.scope, &prev.scope);
+        inherit(&mut self.key, &prev.key);
+        inherit(&mut self.bucket, &prev.bucket);
+        inherit(&mut self.endpoint, &prev.endpoint);
+        inherit(&mut self.sign, &prev.sign);
+        inherit(&mut self.sign_at, &prev.sign_at);
+
+        self.signing = match (&self.access_key, &self.scope, &self.key) {
+            (Some(access_key), Some(scope), Some(key)) => Some(Signing {
+                access_key: access_key.clone(),
+                rules: PathRules::for_service(scope.service()),
+                scope: scope.clone(),
+                key: *key,
+            }),
+            _ => None,
+        };
+        if self.signing.is_none() && (self.key.is_some() != self.scope.is_some()) {
+            return Err(if self.key.is_some() {
+                "\"aws_signing_key\" is set but \"aws_key_scope\" is missing".into()
+            } else {
+                "\"aws_key_scope\" is set but \"aws_signing_key\" is missing".into()
+            });
+        }
+        if self.sign_on() && self.signing.is_none() {
+            let missing: Vec<&str> = [
+                ("aws_access_key", self.access_key.is_none()),
+                ("aws_key_scope", self.scope.is_none()),
+                ("aws_signing_key", self.key.is_none()),
+            ]
+            .iter()
+            .filter(|(_, m)| *m)
+            .map(|(n, _)| *n)
+            .collect();
+            let at = self
+                .sign_at
+                .as_deref()
+                .map(|w| format!(" (aws_sign in {w})"))
+                .unwrap_or_default();
+            return Err(format!(
+                "\"aws_sign\" needs {} in the same or an enclosing block{at}",
+                missing.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}

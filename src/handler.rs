@@ -1,0 +1,311 @@
+//! The request path: the precontent phase handler (`aws_sign` method check)
+//! and the upstream output filter that signs the request head exactly as the
+//! proxy module built it, just before it is sent.
+//!
+//! Why a filter on the upstream output: whatever sits between the client and
+//! the upstream (`rewrite`, a URI part in `proxy_pass`, variables in
+//! `proxy_pass`, `proxy_set_header Host`, `proxy_method`, the HEAD-to-GET
+//! conversion of `proxy_cache`, subrequests, internal redirects), the head
+//! in the upstream buffer is what S3 receives, so it is what gets signed.
+
+use std::ffi::c_void;
+use std::ptr;
+
+use aws_signer::wire::{header_value, parse_head, sign_head, HeadSigning};
+use aws_signer::{Credentials, EMPTY_PAYLOAD_SHA256};
+use ngx::core::Status;
+use ngx::ffi::{
+    ngx_chain_t, ngx_chain_writer, ngx_http_request_t, ngx_int_t, ngx_palloc, ngx_str_t,
+    NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_NOT_ALLOWED, NGX_LOG_ERR, NGX_LOG_INFO,
+};
+use ngx::{ngx_log_debug_http, ngx_log_error};
+
+use crate::{loc_conf, request_ctx, RequestCtx};
+
+/// Placeholder value of `$s3_auth_token` while the proxy builds the head;
+/// the filter removes it. Should it ever reach S3, S3 refuses it.
+pub const PENDING_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 pending";
+
+const ALLOWED_METHODS: [&[u8]; 2] = [b"GET", b"HEAD"];
+
+fn method_allowed(m: &[u8]) -> bool {
+    ALLOWED_METHODS.contains(&m)
+}
+
+/// Precontent phase: in an `aws_sign` location, refuse what cannot be
+/// signed before any upstream connection is made. Never grants access.
+///
+/// # Safety
+/// Called by nginx with a live request.
+pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: r is live for the duration of a phase handler.
+    unsafe {
+        let Some(lc) = loc_conf(r) else {
+            return Status::NGX_DECLINED.into();
+        };
+        if !lc.sign_on() {
+            return Status::NGX_DECLINED.into();
+        }
+        let log = (*(*r).connection).log;
+        if (*r).method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as usize == 0 {
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                log,
+                "aws_sign: method \"{}\" is not signed (GET and HEAD only), answering 405",
+                String::from_utf8_lossy(str_bytes(&(*r).method_name))
+            );
+            return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
+        }
+        if (*r).headers_in.content_length_n > 0 || (*r).headers_in.chunked() != 0 {
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                log,
+                "aws_sign: a {} request with a body cannot be signed, answering 400",
+                String::from_utf8_lossy(str_bytes(&(*r).method_name))
+            );
+            return NGX_HTTP_BAD_REQUEST as ngx_int_t;
+        }
+    }
+    Status::NGX_DECLINED.into()
+}
+
+fn str_bytes(s: &ngx_str_t) -> &[u8] {
+    if s.len == 0 || s.data.is_null() {
+        return &[];
+    }
+    // SAFETY: a non-empty ngx_str_t of a live request points to len bytes.
+    unsafe { std::slice::from_raw_parts(s.data, s.len) }
+}
+
+/// Arms the signing filter on the upstream request being built, if any.
+/// Only possible between the proxy's `create_request` and the upstream
+/// module installing its default writer, which is when the proxy evaluates
+/// header values.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn arm_upstream_filter(r: *mut ngx_http_request_t) {
+    // SAFETY: r is live; r->upstream is NULL or the live upstream.
+    unsafe {
+        let u = (*r).upstream;
+        if u.is_null() || (*u).output.output_filter.is_some() {
+            return;
+        }
+        if request_ctx(r).is_none() {
+            return;
+        }
+        (*u).output.output_filter = Some(sign_filter);
+        (*u).output.filter_ctx = r as *mut c_void;
+    }
+}
+
+/// The upstream output filter: signs the head on its first call, then
+/// hands everything to the upstream's writer.
+unsafe extern "C" fn sign_filter(data: *mut c_void, input: *mut ngx_chain_t) -> ngx_int_t {
+    let r = data as *mut ngx_http_request_t;
+    // SAFETY: data is the request the filter was armed for; it outlives its
+    // upstream, whose writer is passed on exactly as nginx would.
+    unsafe {
+        let u = (*r).upstream;
+        if let Some(ctx) = request_ctx(r) {
+            if !ctx.head_signed && !input.is_null() {
+                if let Err(status) = sign_first_buffer(r, ctx, input) {
+                    // A status code survives ngx_output_chain only on its
+                    // short path (a single buffer); NGX_ERROR always does.
+                    return if (*input).next.is_null() {
+                        status
+                    } else {
+                        Status::NGX_ERROR.into()
+                    };
+                }
+                ctx.head_signed = true;
+            }
+        } else {
+            return Status::NGX_ERROR.into();
+        }
+        ngx_chain_writer(ptr::addr_of_mut!((*u).writer) as *mut c_void, input)
+    }
+}
+
+/// Signs the head at the start of the chain's first buffer in place: the
+/// buffer is pointed at a pool copy holding the signed head and whatever
+/// followed the old head.
+///
+/// # Safety
+/// `r` live, `input` a chain whose first buffer starts with the request head.
+unsafe fn sign_first_buffer(
+    r: *mut ngx_http_request_t,
+    ctx: &mut RequestCtx,
+    input: *mut ngx_chain_t,
+) -> Result<(), ngx_int_t> {
+    let server_error = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    // SAFETY: see the contract.
+    unsafe {
+        let log = (*(*r).connection).log;
+        let lc = loc_conf(r).ok_or(server_error)?;
+        let Some(signing) = lc.signing.as_ref() else {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "aws_auth: no credentials to sign the upstream request with"
+            );
+            return Err(server_error);
+        };
+        let b = (*input).buf;
+        if b.is_null() || (*b).pos.is_null() || (*b).last < (*b).pos {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "aws_auth: the upstream request head is not in memory"
+            );
+            return Err(server_error);
+        }
+        let bytes = std::slice::from_raw_parts((*b).pos, (*b).last.offset_from((*b).pos) as usize);
+        let head = match parse_head(bytes) {
+            Ok(h) => h,
+            Err(e) => {
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    log,
+                    "aws_auth: cannot sign the upstream request: {e}"
+                );
+                return Err(server_error);
+            }
+        };
+        if !method_allowed(head.method) {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "aws_auth: upstream method \"{}\" is not signed (GET and HEAD only), answering 405",
+                String::from_utf8_lossy(head.method)
+            );
+            return Err(NGX_HTTP_NOT_ALLOWED as ngx_int_t);
+        }
+        let has_body = header_value(&head, b"transfer-encoding").is_some()
+            || header_value(&head, b"content-length").is_some_and(|v| v != b"0");
+        if has_body {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "aws_auth: the upstream {} request carries a body, which is not signed; refusing it",
+                String::from_utf8_lossy(head.method)
+            );
+            return Err(NGX_HTTP_BAD_REQUEST as ngx_int_t);
+        }
+        let amz_date = ctx.amz_date();
+        if signing.scope.date() != &amz_date[..8] {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "aws_auth: the signing key is for {} but the request date is {}: AWS accepts a key only on its own UTC day; install a key for {}",
+                signing.scope.date(),
+                &amz_date[..8],
+                &amz_date[..8]
+            );
+            return Err(server_error);
+        }
+        let how = HeadSigning {
+            creds: Credentials {
+                access_key: &signing.access_key,
+                scope: &signing.scope,
+                key: &signing.key,
+            },
+            amz_date,
+            payload_hash: EMPTY_PAYLOAD_SHA256,
+            session_token: None,
+            rules: signing.rules,
+        };
+        let signed = match sign_head(bytes, &how) {
+            Ok(s) => s,
+            Err(e) => {
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    log,
+                    "aws_auth: cannot sign the upstream request: {e}"
+                );
+                return Err(server_error);
+            }
+        };
+        ngx_log_debug_http!(
+            &*ngx::http::Request::from_ngx_http_request(r),
+            "aws_auth: canonical request:\n{}",
+            String::from_utf8_lossy(&signed.signed.canonical_request)
+        );
+        ngx_log_debug_http!(
+            &*ngx::http::Request::from_ngx_http_request(r),
+            "aws_auth: string to sign:\n{}",
+            signed.signed.string_to_sign
+        );
+        let rest = &bytes[head.len..];
+        let total = signed.head.len() + rest.len();
+        let mem = ngx_palloc((*r).pool, total) as *mut u8;
+        if mem.is_null() {
+            return Err(server_error);
+        }
+        ptr::copy_nonoverlapping(signed.head.as_ptr(), mem, signed.head.len());
+        ptr::copy_nonoverlapping(rest.as_ptr(), mem.add(signed.head.len()), rest.len());
+        (*b).start = mem;
+        (*b).pos = mem;
+        (*b).last = mem.add(total);
+        (*b).end = mem.add(total);
+        (*b).set_temporary(1);
+
+        let auth = signed.signed.authorization().as_bytes();
+        let a = ngx_palloc((*r).pool, auth.len()) as *mut u8;
+        if !a.is_null() {
+            ptr::copy_nonoverlapping(auth.as_ptr(), a, auth.len());
+            ctx.authorization = ngx_str_t {
+                len: auth.len(),
+                data: a,
+            };
+        }
+    }
+    Ok(())
+}
+
+/// The `Authorization` value for the client's own request line, signed for
+/// `bucket.endpoint`: what `$s3_auth_token` shows outside the proxy.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn sign_client_request(r: *mut ngx_http_request_t, ctx: &RequestCtx) -> Option<String> {
+    // SAFETY: r is live.
+    unsafe {
+        let lc = loc_conf(r)?;
+        let signing = lc.signing.as_ref()?;
+        let host = match &lc.bucket {
+            Some(b) => format!("{b}.{}", lc.endpoint()),
+            None => lc.endpoint().to_owned(),
+        };
+        let target = str_bytes(&(*r).unparsed_uri);
+        let (path, query) = match target.iter().position(|&c| c == b'?') {
+            Some(i) => (&target[..i], &target[i + 1..]),
+            None => (target, &b""[..]),
+        };
+        let amz_date = ctx.amz_date();
+        let headers = [
+            (&b"host"[..], host.as_bytes()),
+            (b"x-amz-content-sha256", EMPTY_PAYLOAD_SHA256.as_bytes()),
+            (b"x-amz-date", amz_date.as_bytes()),
+        ];
+        let req = aws_signer::Request {
+            method: str_bytes(&(*r).method_name),
+            path,
+            query,
+            headers: &headers,
+            payload_hash: EMPTY_PAYLOAD_SHA256.as_bytes(),
+            rules: signing.rules,
+        };
+        let creds = Credentials {
+            access_key: &signing.access_key,
+            scope: &signing.scope,
+            key: &signing.key,
+        };
+        Some(
+            aws_signer::sign(&req, &creds, amz_date)
+                .authorization()
+                .to_owned(),
+        )
+    }
+}

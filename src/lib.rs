@@ -1,0 +1,179 @@
+//! `ngx_http_aws_auth_module`: signs the requests nginx proxies to S3 and
+//! other AWS services with AWS Signature Version 4.
+//!
+//! This file is the nginx glue: the module statics, the per-request context
+//! and the configuration-time hooks. Directives live in [`conf`], variables in
+//! [`variables`], the phase handler and the upstream signing filter in
+//! [`handler`]. The signing itself is the pure `aws_signer` crate.
+
+use std::ffi::{c_char, c_void};
+use std::ptr;
+
+use ngx::core::{Pool, Status, NGX_CONF_ERROR};
+use ngx::ffi::{
+    ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_module_t,
+    ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_request_t, ngx_int_t, ngx_module_t,
+    ngx_pcalloc, ngx_str_t, NGX_HTTP_MODULE, NGX_LOG_EMERG,
+};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::ngx_conf_log_error;
+
+pub mod conf;
+pub mod handler;
+pub mod variables;
+
+use conf::LocConf;
+
+pub struct Module;
+
+impl HttpModule for Module {
+    fn module() -> &'static ngx_module_t {
+        // SAFETY: the module static lives for the whole program; nginx only
+        // writes its index fields while loading, before any reader runs.
+        unsafe { &*ptr::addr_of!(ngx_http_aws_auth_module) }
+    }
+
+    unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx passes a valid conf during http block parsing.
+        unsafe { variables::add_variables(cf) }
+    }
+
+    unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx passes a valid conf after the http block is parsed.
+        let cf_ref = unsafe { &mut *cf };
+        let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(cf_ref) else {
+            return Status::NGX_ERROR.into();
+        };
+        let phase = ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as usize;
+        // SAFETY: the phase handler arrays are initialised before postconfiguration.
+        let h =
+            unsafe { ngx_array_push(&mut cmcf.phases[phase].handlers) } as *mut ngx_http_handler_pt;
+        if h.is_null() {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: h points to a fresh slot of the handler array.
+        unsafe { *h = Some(handler::precontent_handler) };
+        // SAFETY: called during postconfiguration, before variables are indexed.
+        unsafe { variables::hook_proxy_variables(cf) }
+    }
+}
+
+// SAFETY: LocConf is the type create_loc_conf allocates for this module.
+unsafe impl HttpModuleLocationConf for Module {
+    type LocationConf = LocConf;
+}
+
+unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    // SAFETY: cf->pool is the configuration pool; the pool drops the value
+    // (zeroing key material) when the cycle's pool is destroyed.
+    let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
+    pool.allocate(LocConf::default()) as *mut c_void
+}
+
+unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: both were allocated by create_loc_conf and are distinct.
+    let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
+    match conf.merge_from(prev) {
+        Ok(()) => ptr::null_mut(),
+        Err(why) => {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{why}");
+            NGX_CONF_ERROR
+        }
+    }
+}
+
+static NGX_HTTP_AWS_AUTH_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: Some(Module::preconfiguration),
+    postconfiguration: Some(Module::postconfiguration),
+    create_main_conf: None,
+    init_main_conf: None,
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(create_loc_conf),
+    merge_loc_conf: Some(merge_loc_conf),
+};
+
+#[cfg(feature = "export-modules")]
+ngx::ngx_modules!(ngx_http_aws_auth_module);
+
+#[used]
+#[allow(non_upper_case_globals)]
+#[cfg_attr(not(feature = "export-modules"), no_mangle)]
+pub static mut ngx_http_aws_auth_module: ngx_module_t = ngx_module_t {
+    ctx: ptr::addr_of!(NGX_HTTP_AWS_AUTH_MODULE_CTX) as _,
+    // COMMANDS is a static array terminated by an empty command.
+    commands: ptr::addr_of_mut!(conf::COMMANDS) as *mut _,
+    type_: NGX_HTTP_MODULE as _,
+    ..ngx_module_t::default()
+};
+
+/// Per-request state, in the request pool. Every signing output of one
+/// request comes from the one clock reading taken when it is created.
+#[derive(Clone, Copy)]
+pub struct RequestCtx {
+    /// Unix time of the clock reading.
+    pub now: i64,
+    /// `x-amz-date` value.
+    pub amz_date: [u8; 16],
+    /// The `Authorization` value sent upstream, once signed (pool memory).
+    pub authorization: ngx_str_t,
+    /// The upstream request head has been signed.
+    pub head_signed: bool,
+}
+
+impl RequestCtx {
+    pub fn amz_date(&self) -> &str {
+        // The bytes come from aws_signer::amz_date, which writes ASCII only.
+        std::str::from_utf8(&self.amz_date).unwrap_or("")
+    }
+}
+
+/// Returns the request's context, creating it (and reading the clock) on first use.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn request_ctx(r: *mut ngx_http_request_t) -> Option<&'static mut RequestCtx> {
+    let module = Module::module();
+    // SAFETY: r is live; r->ctx has one slot per HTTP module.
+    unsafe {
+        let slot = (*r).ctx.add(module.ctx_index);
+        if !(*slot).is_null() {
+            return Some(&mut *(*slot as *mut RequestCtx));
+        }
+        let now = (*ngx::ffi::ngx_cached_time).sec;
+        let date = aws_signer::amz_date(now)?;
+        let mut amz_date = [0u8; 16];
+        if date.len() != amz_date.len() {
+            return None;
+        }
+        amz_date.copy_from_slice(date.as_bytes());
+        let p = ngx_pcalloc((*r).pool, std::mem::size_of::<RequestCtx>()) as *mut RequestCtx;
+        if p.is_null() {
+            return None;
+        }
+        p.write(RequestCtx {
+            now,
+            amz_date,
+            authorization: ngx_str_t {
+                len: 0,
+                data: ptr::null_mut(),
+            },
+            head_signed: false,
+        });
+        *slot = p as *mut c_void;
+        Some(&mut *p)
+    }
+}
+
+/// The location configuration of a request.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn loc_conf(r: *mut ngx_http_request_t) -> Option<&'static LocConf> {
+    // SAFETY: r is live and its loc_conf array holds this module's LocConf.
+    unsafe { Module::location_conf(&*r) }
+}

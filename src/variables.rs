@@ -1,0 +1,285 @@
+//! The module's variables, and the hook that lets `aws_sign` find the
+//! upstream request while the proxy module builds it.
+//!
+//! | variable | value |
+//! |---|---|
+//! | `$s3_auth_token` | the `Authorization` value sent upstream |
+//! | `$aws_date` | the `x-amz-date` value (`YYYYMMDDTHHMMSSZ`) |
+//! | `$aws_content_sha256` | the `x-amz-content-sha256` value |
+//!
+//! All three are empty in a location without a complete credential set.
+//! Evaluated while the proxy module builds the upstream request (that is,
+//! from `proxy_set_header`), any of them arms the signing filter, which
+//! signs the request exactly as it is sent.
+
+use std::ptr;
+
+use ngx::core::Status;
+use ngx::ffi::{
+    ngx_conf_t, ngx_hash_key_t, ngx_http_add_variable, ngx_http_get_variable_pt,
+    ngx_http_request_t, ngx_http_variable_t, ngx_int_t, ngx_palloc, ngx_str_t, ngx_uint_t,
+    ngx_variable_value_t, NGX_HTTP_VAR_NOCACHEABLE,
+};
+use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::ngx_string;
+
+use crate::{handler, loc_conf, request_ctx};
+
+type GetFn =
+    unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_variable_value_t, usize) -> ngx_int_t;
+
+struct VarDef {
+    name: ngx_str_t,
+    get: GetFn,
+}
+
+const VARS: [VarDef; 3] = [
+    VarDef {
+        name: ngx_string!("s3_auth_token"),
+        get: auth_token_variable,
+    },
+    VarDef {
+        name: ngx_string!("aws_date"),
+        get: date_variable,
+    },
+    VarDef {
+        name: ngx_string!("aws_content_sha256"),
+        get: content_sha256_variable,
+    },
+];
+
+/// Registers the variables.
+///
+/// # Safety
+/// `cf` must be the conf nginx passes to preconfiguration.
+pub unsafe fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
+    for def in VARS.iter() {
+        let mut name = def.name;
+        // SAFETY: cf is valid; nginx copies the name into its own storage.
+        let v =
+            unsafe { ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as ngx_uint_t) };
+        if v.is_null() {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: v is the variable nginx just created for us.
+        unsafe {
+            (*v).get_handler = Some(def.get);
+            (*v).data = 0;
+        }
+    }
+    Status::NGX_OK.into()
+}
+
+/// Sets `v` to the bytes `data[..len]`, which must outlive the request.
+///
+/// # Safety
+/// `v` must be the value slot nginx passed to a get handler.
+unsafe fn set_value(v: *mut ngx_variable_value_t, data: *const u8, len: usize) {
+    // SAFETY: see the contract.
+    unsafe {
+        (*v).set_len(len as u32);
+        (*v).set_valid(1);
+        (*v).set_no_cacheable(0);
+        (*v).set_not_found(0);
+        (*v).data = data as *mut u8;
+    }
+}
+
+unsafe fn set_empty(v: *mut ngx_variable_value_t) {
+    // SAFETY: forwarded contract; an empty value needs no data.
+    unsafe { set_value(v, b"".as_ptr(), 0) }
+}
+
+/// Copies `s` into the request pool and sets `v` to it.
+///
+/// # Safety
+/// `r` a live request, `v` the slot of a get handler.
+unsafe fn set_pool_copy(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    s: &[u8],
+) -> ngx_int_t {
+    // SAFETY: r is live; the copy lives as long as the request.
+    unsafe {
+        let p = ngx_palloc((*r).pool, s.len().max(1)) as *mut u8;
+        if p.is_null() {
+            return Status::NGX_ERROR.into();
+        }
+        ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
+        set_value(v, p, s.len());
+    }
+    Status::NGX_OK.into()
+}
+
+/// Common start of the three handlers: empty value without signing config;
+/// otherwise the request context, with the signing filter armed when the
+/// proxy module is building the upstream request.
+unsafe fn prepare(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+) -> Option<&'static mut crate::RequestCtx> {
+    // SAFETY: r is the live request of a get handler.
+    let lc = unsafe { loc_conf(r) }?;
+    if lc.signing.is_none() {
+        // SAFETY: v is the handler's slot.
+        unsafe { set_empty(v) };
+        return None;
+    }
+    // SAFETY: r is live.
+    let ctx = unsafe { request_ctx(r) }?;
+    // SAFETY: r is live.
+    unsafe { handler::arm_upstream_filter(r) };
+    Some(ctx)
+}
+
+unsafe extern "C" fn auth_token_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx calls get handlers with a live request and a value slot.
+    unsafe {
+        let Some(ctx) = prepare(r, v) else {
+            return if (*v).valid() == 1 {
+                Status::NGX_OK.into()
+            } else {
+                Status::NGX_ERROR.into()
+            };
+        };
+        if ctx.authorization.len > 0 {
+            set_value(v, ctx.authorization.data, ctx.authorization.len);
+            return Status::NGX_OK.into();
+        }
+        if !(*r).upstream.is_null() {
+            // The filter replaces this with the real value once the head is built.
+            return set_pool_copy(r, v, handler::PENDING_AUTHORIZATION.as_bytes());
+        }
+        // Outside the proxy: the signature the client's own request line would get.
+        match handler::sign_client_request(r, ctx) {
+            Some(auth) => set_pool_copy(r, v, auth.as_bytes()),
+            None => {
+                set_empty(v);
+                Status::NGX_OK.into()
+            }
+        }
+    }
+}
+
+unsafe extern "C" fn date_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx calls get handlers with a live request and a value slot.
+    unsafe {
+        match prepare(r, v) {
+            Some(ctx) => {
+                set_value(v, ctx.amz_date.as_ptr(), ctx.amz_date.len());
+                Status::NGX_OK.into()
+            }
+            None if (*v).valid() == 1 => Status::NGX_OK.into(),
+            None => Status::NGX_ERROR.into(),
+        }
+    }
+}
+
+unsafe extern "C" fn content_sha256_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx calls get handlers with a live request and a value slot.
+    unsafe {
+        match prepare(r, v) {
+            Some(_) => {
+                let h = aws_signer::EMPTY_PAYLOAD_SHA256;
+                set_value(v, h.as_ptr(), h.len());
+                Status::NGX_OK.into()
+            }
+            None if (*v).valid() == 1 => Status::NGX_OK.into(),
+            None => Status::NGX_ERROR.into(),
+        }
+    }
+}
+
+/// The proxy module's own variables behind its default `Host`,
+/// `Content-Length` and `Transfer-Encoding` headers: one of them is
+/// evaluated while every upstream request is built, which is when
+/// `aws_sign` arms the signing filter.
+const PROXY_HOOKS: [&[u8]; 3] = [
+    b"proxy_host",
+    b"proxy_internal_body_length",
+    b"proxy_internal_chunked",
+];
+
+#[derive(Clone, Copy)]
+struct Wrapped {
+    get: ngx_http_get_variable_pt,
+    data: usize,
+}
+
+/// Wraps the proxy module's variables listed in [`PROXY_HOOKS`].
+///
+/// # Safety
+/// `cf` must be the conf nginx passes to postconfiguration, before the
+/// variables are indexed (`variables_keys` still exists then).
+pub unsafe fn hook_proxy_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: cf is valid.
+    let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }) else {
+        return Status::NGX_ERROR.into();
+    };
+    if cmcf.variables_keys.is_null() {
+        return Status::NGX_OK.into();
+    }
+    // SAFETY: variables_keys->keys is an array of ngx_hash_key_t whose values
+    // are the ngx_http_variable_t of every variable added so far.
+    unsafe {
+        let keys = &(*cmcf.variables_keys).keys;
+        let elts = std::slice::from_raw_parts(keys.elts as *const ngx_hash_key_t, keys.nelts);
+        for k in elts {
+            let name = std::slice::from_raw_parts(k.key.data, k.key.len);
+            if !PROXY_HOOKS.contains(&name) {
+                continue;
+            }
+            let var = k.value as *mut ngx_http_variable_t;
+            if var.is_null() || (*var).get_handler.is_none() {
+                continue;
+            }
+            let w = ngx_palloc((*cf).pool, std::mem::size_of::<Wrapped>()) as *mut Wrapped;
+            if w.is_null() {
+                return Status::NGX_ERROR.into();
+            }
+            w.write(Wrapped {
+                get: (*var).get_handler,
+                data: (*var).data,
+            });
+            (*var).get_handler = Some(wrapped_proxy_variable);
+            (*var).data = w as usize;
+        }
+    }
+    Status::NGX_OK.into()
+}
+
+unsafe extern "C" fn wrapped_proxy_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    data: usize,
+) -> ngx_int_t {
+    // SAFETY: data is the Wrapped stored by hook_proxy_variables, in the
+    // configuration pool, alive as long as this configuration.
+    let w = unsafe { *(data as *const Wrapped) };
+    let rc = match w.get {
+        // SAFETY: the proxy module's own handler, called as nginx would.
+        Some(get) => unsafe { get(r, v, w.data) },
+        None => Status::NGX_ERROR.into(),
+    };
+    // SAFETY: r is the live request of a get handler.
+    unsafe {
+        if let Some(lc) = loc_conf(r) {
+            if lc.sign_on() && lc.signing.is_some() {
+                handler::arm_upstream_filter(r);
+            }
+        }
+    }
+    rc
+}
