@@ -374,8 +374,19 @@ fn hex_val(b: u8) -> Option<u8> {
 }
 
 /// Appends `bytes` with every valid `%XX` sequence decoded. A `%` not
-/// followed by two hex digits is kept as it is; `+` is kept (RFC 3986).
+/// followed by two hex digits is kept as it is; `+` is kept (RFC 3986 path
+/// semantics).
 pub fn decode_into(bytes: &[u8], out: &mut Vec<u8>) {
+    decode(bytes, false, out)
+}
+
+/// Like [`decode_into`] for a query key or value: `+` stands for a space
+/// there (HTML form encoding), as AWS and S3 implementations read it.
+pub fn decode_query_into(bytes: &[u8], out: &mut Vec<u8>) {
+    decode(bytes, true, out)
+}
+
+fn decode(bytes: &[u8], plus_is_space: bool, out: &mut Vec<u8>) {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -389,7 +400,7 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<u8>) {
                 continue;
             }
         }
-        out.push(b);
+        out.push(if plus_is_space && b == b'+' { b' ' } else { b });
         i += 1;
     }
 }
@@ -442,30 +453,41 @@ pub fn normalize_path(path: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Writes the canonical query: every key and value decoded then encoded
-/// with the unreserved set, pairs sorted by key then value, `key=` for a
-/// key without a value; empty pairs (`&&`) are dropped.
+/// Splits a query into `(key, value, had '=')` parts, dropping empty ones.
+pub fn query_parts(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8], bool)> {
+    query
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|part| match part.iter().position(|&b| b == b'=') {
+            Some(i) => (&part[..i], &part[i + 1..], true),
+            None => (part, &b""[..], false),
+        })
+}
+
+/// Appends a query key or value in its strict form: decoded (`+` as a
+/// space), then encoded with the unreserved set.
+pub fn requote_query_component(raw: &[u8], out: &mut Vec<u8>) {
+    let mut decoded = Vec::with_capacity(raw.len());
+    decode_query_into(raw, &mut decoded);
+    encode_into(&decoded, false, out);
+}
+
+/// Writes the canonical query: every key and value decoded (`+` as a
+/// space) then encoded with the unreserved set, pairs sorted by key then
+/// value, `key=` for a key without a value; empty pairs (`&&`) are dropped.
 pub fn write_canonical_query(query: &[u8], out: &mut Vec<u8>) {
     if query.is_empty() {
         return;
     }
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut scratch = Vec::new();
-    for part in query.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
-        let (k, v) = match part.iter().position(|&b| b == b'=') {
-            Some(i) => (&part[..i], &part[i + 1..]),
-            None => (part, &b""[..]),
-        };
-        let mut ek = Vec::with_capacity(k.len());
-        scratch.clear();
-        decode_into(k, &mut scratch);
-        encode_into(&scratch, false, &mut ek);
-        let mut ev = Vec::with_capacity(v.len());
-        scratch.clear();
-        decode_into(v, &mut scratch);
-        encode_into(&scratch, false, &mut ev);
-        pairs.push((ek, ev));
-    }
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = query_parts(query)
+        .map(|(k, v, _)| {
+            let mut ek = Vec::with_capacity(k.len());
+            requote_query_component(k, &mut ek);
+            let mut ev = Vec::with_capacity(v.len());
+            requote_query_component(v, &mut ev);
+            (ek, ev)
+        })
+        .collect();
     pairs.sort();
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
@@ -606,7 +628,7 @@ mod tests {
     fn query_sorting_and_bare_keys() {
         let mut out = Vec::new();
         write_canonical_query(b"b=2&a&c=x y&a=1&&d=%2B+", &mut out);
-        assert_eq!(out, b"a=&a=1&b=2&c=x%20y&d=%2B%2B");
+        assert_eq!(out, b"a=&a=1&b=2&c=x%20y&d=%2B%20");
     }
 
     #[test]

@@ -6,10 +6,20 @@
 //! appends `x-amz-content-sha256`, `x-amz-date` and `Authorization` (and the
 //! session token when there is one) and signs the method, path, query and
 //! `Host` found in the head itself.
+//!
+//! Under S3 rules the request target is also rewritten into its strict
+//! form (path decoded once and encoded with the unreserved set, each query
+//! key and value likewise, `+` in the query read as a space), so the bytes
+//! on the wire are the canonical ones and no server can read them another
+//! way: AWS S3 reads a raw `+` in a path as a space, other S3 servers as a
+//! plus; `%2B` means a plus to all of them.
 
 use std::fmt;
 
-use crate::{sign, Credentials, PathRules, Request, Signed};
+use crate::{
+    decode_into, encode_into, query_parts, requote_query_component, sign, Credentials, PathRules,
+    Request, Signed,
+};
 
 /// What to sign a head with.
 #[derive(Clone, Copy, Debug)]
@@ -65,8 +75,8 @@ pub struct Head<'a> {
     pub path: &'a [u8],
     /// The query part of the target, without `?`.
     pub query: &'a [u8],
-    /// The request line including its CRLF.
-    pub request_line: &'a [u8],
+    /// The protocol part of the request line with the space before it, e.g. ` HTTP/1.0`.
+    pub version: &'a [u8],
     /// Every header as (name, value, whole line including CRLF).
     pub headers: Vec<(&'a [u8], &'a [u8], &'a [u8])>,
     /// Length of the head including the blank line.
@@ -122,7 +132,7 @@ pub fn parse_head(bytes: &[u8]) -> Result<Head<'_>, HeadError> {
                 method: &line[..sp1],
                 path,
                 query,
-                request_line: &bytes[..eol + 2],
+                version: &line[sp2..],
                 headers,
                 len: end + 2,
             });
@@ -138,6 +148,28 @@ pub fn parse_head(bytes: &[u8]) -> Result<Head<'_>, HeadError> {
         headers.push((&hl[..colon], trim(&hl[colon + 1..]), &bytes[pos..end + 2]));
         pos = end + 2;
     }
+}
+
+/// The strict S3 form of a target: path decoded once and encoded with the
+/// unreserved set (`/` kept); each query key and value decoded (`+` as a
+/// space) and encoded likewise, order and bare keys kept.
+pub fn strict_target(path: &[u8], query: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut decoded = Vec::with_capacity(path.len());
+    decode_into(path, &mut decoded);
+    let mut p = Vec::with_capacity(path.len() + 16);
+    encode_into(&decoded, true, &mut p);
+    let mut q = Vec::with_capacity(query.len() + 16);
+    for (k, v, eq) in query_parts(query) {
+        if !q.is_empty() {
+            q.push(b'&');
+        }
+        requote_query_component(k, &mut q);
+        if eq {
+            q.push(b'=');
+            requote_query_component(v, &mut q);
+        }
+    }
+    (p, q)
 }
 
 /// True for header names the signer owns: `Authorization` and every `x-amz-*`.
@@ -177,10 +209,14 @@ pub fn sign_head(bytes: &[u8], how: &HeadSigning<'_>) -> Result<SignedHead, Head
     if let Some(token) = how.session_token {
         to_sign.push((b"x-amz-security-token", token.as_bytes()));
     }
+    let (path, query) = match how.rules {
+        PathRules::S3 => strict_target(head.path, head.query),
+        PathRules::Generic { .. } => (head.path.to_vec(), head.query.to_vec()),
+    };
     let req = Request {
         method: head.method,
-        path: head.path,
-        query: head.query,
+        path: &path,
+        query: &query,
         headers: &to_sign,
         payload_hash: how.payload_hash.as_bytes(),
         rules: how.rules,
@@ -188,7 +224,15 @@ pub fn sign_head(bytes: &[u8], how: &HeadSigning<'_>) -> Result<SignedHead, Head
     let signed = sign(&req, &how.creds, how.amz_date);
 
     let mut out = Vec::with_capacity(head.len + 256 + signed.authorization().len());
-    out.extend_from_slice(head.request_line);
+    out.extend_from_slice(head.method);
+    out.push(b' ');
+    out.extend_from_slice(&path);
+    if !query.is_empty() {
+        out.push(b'?');
+        out.extend_from_slice(&query);
+    }
+    out.extend_from_slice(head.version);
+    out.extend_from_slice(b"\r\n");
     let mut dropped = 0;
     for (name, _, line) in &head.headers {
         if is_owned_header(name) {
@@ -258,6 +302,13 @@ Authorization: client\r\nX-Amz-Date: 1999\r\nx-amz-foo: bar\r\nRange: bytes=0-9\
             s.signed.signed_headers,
             "host;x-amz-content-sha256;x-amz-date"
         );
+    }
+
+    #[test]
+    fn strict_targets() {
+        let (p, q) = strict_target(b"/a+b/c d/%2b/100%/(x)", b"prefix=a+b&acl&x=%2F&&y=1=2");
+        assert_eq!(p, b"/a%2Bb/c%20d/%2B/100%25/%28x%29");
+        assert_eq!(q, b"prefix=a%20b&acl&x=%2F&y=1%3D2");
     }
 
     #[test]

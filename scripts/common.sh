@@ -1,0 +1,58 @@
+# Shared by scripts/demo and scripts/test: installs what is missing and
+# finds the built artefacts. Source it from the repository root.
+
+APT_PACKAGES="libclang-dev libpcre2-dev zlib1g-dev libssl-dev make pkg-config apache2-utils"
+S3S_FS_VERSION="0.14.1"
+PY_PACKAGES="pytest botocore"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+ensure_apt() {
+    local missing=() p
+    for p in $APT_PACKAGES; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing Debian packages: ${missing[*]}"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+ensure_s3s_fs() {
+    export PATH="$HOME/.cargo/bin:$PATH"
+    if ! s3s-fs --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+        log "installing s3s-fs $S3S_FS_VERSION (cargo install, takes a few minutes)"
+        cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked --quiet
+    fi
+}
+
+ensure_python() {
+    local p missing=()
+    for p in $PY_PACKAGES; do
+        python3 -c "import $p" 2>/dev/null || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing Python packages: ${missing[*]}"
+        python3 -m pip install --quiet --disable-pip-version-check "${missing[@]}"
+    fi
+}
+
+build_module() {
+    log "building the module and the vendored nginx (cargo build --release)"
+    cargo build --release --quiet
+    MODULE_SO="$PWD/target/release/libngx_http_aws_auth_module.so"
+    NGINX_BIN=$(ls -t target/release/build/nginx-sys-*/out/objs/nginx 2>/dev/null | head -n 1)
+    if [ -z "$NGINX_BIN" ] || [ ! -f "$MODULE_SO" ]; then
+        echo "build did not produce nginx and the module" >&2
+        return 1
+    fi
+    NGINX_BIN="$PWD/$NGINX_BIN"
+    export MODULE_SO NGINX_BIN
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}

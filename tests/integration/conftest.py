@@ -1,0 +1,99 @@
+"""pytest fixtures for the ngx_http_aws_auth_module integration tests.
+
+Fixtures
+--------
+nginx_bin      (session)  path of the nginx binary (NGINX_BIN or newest
+                          target/release/build/nginx-sys-*/out/objs/nginx);
+                          fails if there is none.
+module_path    (session)  path of the module .so (NGX_MODULE or
+                          target/release/libngx_http_aws_auth_module.so);
+                          fails (never skips) if it does not exist.
+s3             (session)  running harness.S3Server (s3s-fs) with bucket
+                          harness.BUCKET created; .port, .endpoint, .client
+                          (botocore, path-style, direct to s3s-fs), .put().
+                          Also started with --domain for the VHOST_DOMAINS.
+signing        (function) harness.SigningConfig for today's UTC date:
+                          .access_key .secret_key .scope .signing_key_b64
+                          .directives(indent, bucket).
+recorder       (function) harness.RecordingProxy in front of s3s-fs:
+                          .port, .requests, .last(), .clear().
+make_nginx     (function) factory: make_nginx(load_module=True) -> Nginx
+                          with its own temp prefix; stopped at teardown,
+                          and the test errors if a worker crashed.
+nginx          (function) make_nginx() shortcut (module required).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import harness
+
+
+@pytest.fixture(scope="session")
+def nginx_bin() -> str:
+    path = harness.find_nginx_binary()
+    if not path or not os.access(path, os.X_OK):
+        pytest.fail(
+            f"nginx binary not found (NGINX_BIN or {harness.NGINX_GLOB})", pytrace=False
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def module_path() -> str:
+    path = harness.find_module()
+    if not os.path.exists(path):
+        pytest.fail(f"module .so not found at {path} (set NGX_MODULE or build it)", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    server = harness.S3Server(str(tmp_path_factory.mktemp("s3s")))
+    server.start()
+    try:
+        server.client.create_bucket(Bucket=harness.BUCKET)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def signing() -> harness.SigningConfig:
+    return harness.SigningConfig()
+
+
+@pytest.fixture
+def recorder(s3):
+    proxy = harness.RecordingProxy(s3.port)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def make_nginx(nginx_bin, tmp_path, request):
+    instances: list[harness.Nginx] = []
+
+    def factory(load_module: bool = True) -> harness.Nginx:
+        module = None
+        if load_module:
+            module = request.getfixturevalue("module_path")
+        ng = harness.Nginx(nginx_bin, module, str(tmp_path / f"nginx{len(instances)}"))
+        instances.append(ng)
+        return ng
+
+    yield factory
+    crashes = []
+    for ng in instances:
+        ng.stop()
+        crashes += ng.crash_lines()
+    if crashes:
+        pytest.fail("nginx worker crashed:\n" + "\n".join(crashes), pytrace=False)
+
+
+@pytest.fixture
+def nginx(make_nginx) -> harness.Nginx:
+    return make_nginx()

@@ -1,0 +1,151 @@
+"""`nginx -t` with bad module configuration must fail with an ``[emerg]``
+line that names the offending directive; good configurations must pass.
+
+Only `nginx -t` is run here (nothing is started), so these are fast."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+
+import harness
+
+AK = harness.ACCESS_KEY
+SCOPE = "20150830/us-east-1/s3/aws4_request"
+KEY = base64.b64encode(bytes(range(32))).decode()  # any 32 bytes is a valid key
+KEY31 = base64.b64encode(bytes(range(31))).decode()
+KEY33 = base64.b64encode(bytes(range(33))).decode()
+
+
+def cfg(server: str = "", location: str = "", http: str = "") -> str:
+    return f"""
+{http}
+    server {{
+        listen 127.0.0.1:{{port}};
+{server}
+        location / {{
+{location}
+            proxy_pass http://127.0.0.1:9;
+        }}
+    }}"""
+
+
+def keys(ak: str | None = AK, scope: str | None = SCOPE, key: str | None = KEY) -> str:
+    out = []
+    if ak is not None:
+        out.append(f"aws_access_key {ak};")
+    if scope is not None:
+        out.append(f"aws_key_scope {scope};")
+    if key is not None:
+        out.append(f"aws_signing_key {key};")
+    return "\n".join(out)
+
+
+BAD = [
+    # signing key
+    ("signing_key_bad_base64", cfg(keys(key='"not*valid*base64!"'), "aws_sign;"), ["aws_signing_key"]),
+    ("signing_key_31_bytes", cfg(keys(key=KEY31), "aws_sign;"), ["aws_signing_key"]),
+    ("signing_key_33_bytes", cfg(keys(key=KEY33), "aws_sign;"), ["aws_signing_key"]),
+    ("signing_key_empty", cfg(keys(key='""'), "aws_sign;"), ["aws_signing_key"]),
+    ("signing_key_hex_not_base64", cfg(keys(key="ab" * 32), "aws_sign;"), ["aws_signing_key"]),
+    # key scope
+    ("scope_month_13", cfg(keys(scope="20151301/us-east-1/s3/aws4_request"), "aws_sign;"), ["aws_key_scope"]),
+    ("scope_day_32", cfg(keys(scope="20150832/us-east-1/s3/aws4_request"), "aws_sign;"), ["aws_key_scope"]),
+    ("scope_date_dashes", cfg(keys(scope="2015-08-30/us-east-1/s3/aws4_request"), "aws_sign;"), ["aws_key_scope"]),
+    ("scope_date_short", cfg(keys(scope="2015083/us-east-1/s3/aws4_request"), "aws_sign;"), ["aws_key_scope"]),
+    ("scope_date_letters", cfg(keys(scope="2015O830/us-east-1/s3/aws4_request"), "aws_sign;"), ["aws_key_scope"]),
+    ("scope_missing_service", cfg(keys(scope="20150830/us-east-1/aws4_request"), "aws_sign;"), ["aws_key_scope"]),
+    ("scope_missing_terminator", cfg(keys(scope="20150830/us-east-1/s3"), "aws_sign;"), ["aws_key_scope"]),
+    ("scope_date_only", cfg(keys(scope="20150830"), "aws_sign;"), ["aws_key_scope"]),
+    ("scope_empty_region", cfg(keys(scope="20150830//s3/aws4_request"), "aws_sign;"), ["aws_key_scope"]),
+    ("scope_extra_part", cfg(keys(scope="20150830/us-east-1/s3/x/aws4_request"), "aws_sign;"), ["aws_key_scope"]),
+    ("scope_not_aws4_request", cfg(keys(scope="20150830/us-east-1/s3/aws5_request"), "aws_sign;"), ["aws_key_scope"]),
+    ("scope_terminator_suffix", cfg(keys(scope="20150830/us-east-1/s3/aws4_requests"), "aws_sign;"), ["aws_key_scope"]),
+    # empty string values
+    ("access_key_empty", cfg(keys(ak='""'), "aws_sign;"), ["aws_access_key"]),
+    ("bucket_empty", cfg(keys() + '\naws_s3_bucket "";', "aws_sign;"), ["aws_s3_bucket"]),
+    # endpoint is HOST[:PORT]
+    ("endpoint_empty", cfg(keys() + '\naws_endpoint "";', "aws_sign;"), ["aws_endpoint"]),
+    ("endpoint_port_not_numeric", cfg(keys() + "\naws_endpoint s3.example.com:http;", "aws_sign;"), ["aws_endpoint"]),
+    ("endpoint_port_too_big", cfg(keys() + "\naws_endpoint s3.example.com:99999;", "aws_sign;"), ["aws_endpoint"]),
+    # aws_sign without the material it needs
+    ("sign_without_signing_key", cfg(keys(key=None), "aws_sign;"), ["aws_sign", "aws_signing_key"]),
+    ("sign_without_access_key", cfg(keys(ak=None), "aws_sign;"), ["aws_sign", "aws_access_key"]),
+    ("sign_without_scope", cfg(keys(scope=None), "aws_sign;"), ["aws_sign", "aws_key_scope"]),
+    ("sign_on_without_any_key", cfg("", "aws_sign on;"), ["aws_sign", "aws_access_key", "aws_signing_key", "aws_key_scope"]),
+    ("sign_at_server_level_without_keys", cfg("aws_sign;", ""), ["aws_sign", "aws_access_key", "aws_signing_key", "aws_key_scope"]),
+    (
+        "sign_with_keys_only_in_sibling_location",
+        cfg(
+            "location /other/ {\n" + keys() + "\nproxy_pass http://127.0.0.1:9; }",
+            "aws_sign;",
+        ),
+        ["aws_sign", "aws_access_key", "aws_signing_key", "aws_key_scope"],
+    ),
+    # bad flag
+    ("sign_maybe", cfg(keys(), "aws_sign maybe;"), ["aws_sign"]),
+    ("sign_two_args", cfg(keys(), "aws_sign on off;"), ["aws_sign"]),
+    # argument count
+    ("access_key_no_arg", cfg(keys(ak=None) + "\naws_access_key;", ""), ["aws_access_key"]),
+    ("access_key_two_args", cfg(keys(ak="A B"), ""), ["aws_access_key"]),
+    # duplicates in one block
+    ("dup_access_key", cfg(keys() + f"\naws_access_key {AK};", "aws_sign;"), ["aws_access_key"]),
+    ("dup_key_scope", cfg(keys() + f"\naws_key_scope {SCOPE};", "aws_sign;"), ["aws_key_scope"]),
+    ("dup_signing_key", cfg(keys() + f"\naws_signing_key {KEY};", "aws_sign;"), ["aws_signing_key"]),
+    ("dup_bucket", cfg(keys() + "\naws_s3_bucket a;\naws_s3_bucket b;", "aws_sign;"), ["aws_s3_bucket"]),
+    ("dup_endpoint", cfg(keys() + "\naws_endpoint a.example;\naws_endpoint b.example;", "aws_sign;"), ["aws_endpoint"]),
+    ("dup_sign", cfg(keys(), "aws_sign;\naws_sign on;"), ["aws_sign"]),
+    ("dup_sign_in_location", cfg("", keys() + "\naws_sign off;\naws_sign on;"), ["aws_sign"]),
+]
+
+GOOD = [
+    ("server_keys_location_sign", cfg(keys() + "\naws_s3_bucket testbucket;", "aws_sign;")),
+    ("http_keys_location_sign_on", cfg("", "aws_sign on;", http=keys())),
+    ("location_keys_and_sign", cfg("", keys() + "\naws_sign;")),
+    ("variables_without_aws_sign", cfg(keys(), "proxy_set_header Authorization $s3_auth_token;\n"
+                                               "proxy_set_header x-amz-date $aws_date;\n"
+                                               "proxy_set_header x-amz-content-sha256 $aws_content_sha256;")),
+    ("sign_off_without_keys", cfg("", "aws_sign off;")),
+    ("module_loaded_no_directives", cfg("", "")),
+    ("keys_without_sign", cfg(keys(), "")),
+    ("endpoint_host", cfg(keys() + '\naws_endpoint "s3.cn-north-1.amazonaws.com.cn";', "aws_sign;")),
+    ("endpoint_host_port", cfg(keys() + "\naws_endpoint 127.0.0.1:9000;", "aws_sign;")),
+    ("leap_day_scope_other_region", cfg(keys(scope="20240229/eu-west-1/s3/aws4_request"), "aws_sign;")),
+    (
+        "nested_sign_off",
+        cfg(keys(), "aws_sign;\nlocation /public/ { aws_sign off; proxy_pass http://127.0.0.1:9; }"),
+    ),
+    (
+        "location_overrides_server_keys",
+        cfg(keys(), keys(ak="OTHERKEY", scope="20150831/us-west-2/s3/aws4_request") + "\naws_sign;"),
+    ),
+    ("same_directive_in_parent_and_child", cfg(keys() + "\naws_sign;", keys())),
+]
+
+
+def _mentions(line: str, name: str) -> bool:
+    return re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", line) is not None
+
+
+@pytest.mark.parametrize("conf, names", [c[1:] for c in BAD], ids=[c[0] for c in BAD])
+def test_bad_config_fails(make_nginx, conf, names):
+    ng = make_nginx()
+    ng.write_config(conf.replace("{port}", str(ng.port)))
+    rc, out = ng.test_config()
+    assert rc != 0, f"nginx -t accepted a bad config:\n{out}\n{ng.conf_text}"
+    emerg = [line.replace(ng.module, "<module>") for line in out.splitlines() if "[emerg]" in line]
+    assert emerg, f"no [emerg] line:\n{out}"
+    assert any(_mentions(line, n) for line in emerg for n in names), (
+        f"[emerg] does not name any of {names}:\n" + "\n".join(emerg)
+    )
+
+
+@pytest.mark.parametrize("conf", [c[1] for c in GOOD], ids=[c[0] for c in GOOD])
+def test_good_config_passes(make_nginx, conf):
+    ng = make_nginx()
+    ng.write_config(conf.replace("{port}", str(ng.port)))
+    rc, out = ng.test_config()
+    assert rc == 0, f"nginx -t rejected a good config:\n{out}\n{ng.conf_text}"
+    assert "[emerg]" not in out
