@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from urllib.parse import unquote_to_bytes
 
 import pytest
 
@@ -123,8 +124,9 @@ def test_rewrite_break_before_aws_sign(nginx, recorder, signing, obj):
     assert resp.status == 200, resp
     assert resp.body == OBJ_BODY
     rec = recorder.last()
-    # nginx re-escapes the rewritten URI itself: '(' and ')' go out raw
-    assert rec.path == f"/{BUCKET}/behaviour/object%20(1).txt".encode()
+    # the rewritten URI (nginx re-escapes it; the module may canonicalise
+    # it) still names the same object
+    assert unquote_to_bytes(rec.path) == f"/{BUCKET}/{OBJ_KEY}".encode()
     harness.check_signed_request(rec, expect_host=f"127.0.0.1:{recorder.port}")
 
 
