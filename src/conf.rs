@@ -40,6 +40,10 @@ pub struct LocConf {
     pub sign: Option<bool>,
     /// Where `aws_sign` was written, for messages given at merge time.
     sign_at: Option<String>,
+    /// `aws_access_key` or `aws_signing_key` is written in this very
+    /// `location` block: as in the C module's examples, such a location
+    /// signs unless it says `aws_sign off`.
+    declared_in_location: bool,
     /// The merged, checked credential set; `None` when incomplete.
     pub signing: Option<Signing>,
 }
@@ -145,6 +149,11 @@ unsafe fn set_value<T>(
     // SAFETY: see the function contract.
     let a = unsafe { args(cf) };
     let name = String::from_utf8_lossy(bytes(&a[0])).into_owned();
+    // SAFETY: cf is valid; cmd_type tells the block being read.
+    let in_location = unsafe { (*cf).cmd_type } & NGX_HTTP_LOC_CONF as ngx_uint_t != 0;
+    if in_location && (name == "aws_access_key" || name == "aws_signing_key") {
+        lc.declared_in_location = true;
+    }
     let slot = field(lc);
     if slot.is_some() {
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" directive is duplicate");
@@ -238,6 +247,9 @@ impl LocConf {
         inherit(&mut self.bucket, &prev.bucket);
         inherit(&mut self.endpoint, &prev.endpoint);
         inherit(&mut self.sign, &prev.sign);
+        if self.sign.is_none() && self.declared_in_location {
+            self.sign = Some(true);
+        }
         inherit(&mut self.sign_at, &prev.sign_at);
 
         self.signing = match (&self.access_key, &self.scope, &self.key) {

@@ -193,6 +193,18 @@ unsafe fn sign_first_buffer(
             );
             return Err(NGX_HTTP_BAD_REQUEST as ngx_int_t);
         }
+        if let Some(bucket) = lc.bucket.as_deref() {
+            if let Some(why) = wrong_host_for_bucket(&head, bucket) {
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    log,
+                    "aws_auth: {why}; send Host \"{bucket}.{}\" (proxy_pass http://{bucket}.{}; or proxy_set_header Host) or a path starting with /{bucket}/",
+                    lc.endpoint(),
+                    lc.endpoint()
+                );
+                return Err(server_error);
+            }
+        }
         let amz_date = ctx.amz_date();
         if signing.scope.date() != &amz_date[..8] {
             ngx_log_error!(
@@ -262,6 +274,37 @@ unsafe fn sign_first_buffer(
         }
     }
     Ok(())
+}
+
+/// With `aws_s3_bucket` set, the request must address that bucket, either
+/// virtual-host style (`Host: bucket.endpoint`, or the bucket name itself as
+/// a CNAME) or path style (`/bucket/...`). Otherwise S3 would answer for
+/// another bucket, or not at all: say so instead of sending it.
+fn wrong_host_for_bucket(head: &aws_signer::wire::Head<'_>, bucket: &str) -> Option<String> {
+    let host = header_value(head, b"host")?;
+    let name = match host.iter().rposition(|&c| c == b':') {
+        Some(i) if !host.ends_with(b"]") => &host[..i],
+        _ => host,
+    };
+    let b = bucket.as_bytes();
+    let virtual_host = name.eq_ignore_ascii_case(b)
+        || (name.len() > b.len()
+            && name[..b.len()].eq_ignore_ascii_case(b)
+            && name[b.len()] == b'.');
+    let path = head.path;
+    let path_style = path.len() > b.len()
+        && path[1..].starts_with(b)
+        && matches!(path.get(b.len() + 1), None | Some(b'/') | Some(b'?'))
+        || path.get(1..) == Some(b);
+    if virtual_host || path_style {
+        None
+    } else {
+        Some(format!(
+            "the upstream request (Host \"{}\", path \"{}\") does not address bucket \"{bucket}\"",
+            String::from_utf8_lossy(host),
+            String::from_utf8_lossy(&path[..path.len().min(64)])
+        ))
+    }
 }
 
 /// The `Authorization` value for the client's own request line, signed for

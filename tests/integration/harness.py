@@ -177,6 +177,26 @@ def s3_canonical_path(wire_path: bytes | str) -> str:
     return s3_uri_encode(unquote_to_bytes(wire_path), keep_slash=True)
 
 
+def s3_canonical_query(wire_query: bytes | str) -> str:
+    """SigV4 canonical query string for the query actually sent: split on
+    '&', percent-decode each name and value, re-encode them (every byte
+    outside unreserved, '/' included), sort by name then value."""
+    if isinstance(wire_query, str):
+        wire_query = wire_query.encode("latin-1")
+    if not wire_query:
+        return ""
+    pairs = []
+    for item in wire_query.split(b"&"):
+        name, _, value = item.partition(b"=")
+        pairs.append(
+            (
+                s3_uri_encode(unquote_to_bytes(name), keep_slash=False),
+                s3_uri_encode(unquote_to_bytes(value), keep_slash=False),
+            )
+        )
+    return "&".join(f"{n}={v}" for n, v in sorted(pairs))
+
+
 AUTH_RE = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=(?P<cred>[^,]+), SignedHeaders=(?P<signed>[^,]+), Signature=(?P<sig>[0-9a-f]{64})$"
 )
@@ -227,8 +247,11 @@ def botocore_authorization(
     path, sep, query = wire_target.partition(b"?")
     canon_path = s3_canonical_path(path)
     url = f"http://{host}{canon_path}"
-    if sep:
-        url += "?" + query.decode("latin-1")
+    canon_query = s3_canonical_query(query)
+    if canon_query:
+        # botocore takes the URL's query pairs as they are (no re-quoting),
+        # so it is handed the canonical form, checked below.
+        url += "?" + canon_query
     req = AWSRequest(method=method, url=url)
     for name, value in headers:
         req.headers[name] = value
@@ -240,6 +263,9 @@ def botocore_authorization(
         raise AssertionError(
             f"botocore canonical path {cr_path!r} != S3 rule {canon_path!r} (wire {path!r})"
         )
+    cr_query = canonical.split("\n")[2]
+    if cr_query != canon_query:
+        raise AssertionError(f"botocore canonical query {cr_query!r} != S3 rule {canon_query!r}")
     string_to_sign = auth.string_to_sign(req, canonical)
     signature = auth.signature(string_to_sign, req)
     signed = auth.signed_headers(auth.headers_to_sign(req))

@@ -237,3 +237,21 @@ def test_location_key_overrides_server_key(nginx, recorder, signing, obj):
     assert resp.status == 200, resp
     assert resp.body == OBJ_BODY
     harness.check_signed_request(recorder.last())
+
+
+def test_query_string_is_signed(nginx, recorder, signing, obj):
+    """Response-override query parameters (need encoding, arrive unsorted)
+    are part of the signature."""
+    nginx.write_config(simple_server(nginx, signing.directives("        "), "aws_sign;", recorder.port))
+    nginx.start()
+    query = (
+        "response-content-type=text%2Fplain%3B%20charset%3Dutf-8"
+        "&response-content-disposition=attachment%3B%20filename%3D%22o%20(1).txt%22"
+    )
+    resp = nginx.request("GET", OBJ_PATH + "?" + query)
+    assert resp.status == 200, resp
+    assert resp.body == OBJ_BODY
+    rec = recorder.last()
+    # same parameters on the wire (the module may re-encode or reorder them)
+    assert harness.s3_canonical_query(rec.target.partition(b"?")[2]) == harness.s3_canonical_query(query)
+    harness.check_signed_request(rec, expect_host=f"127.0.0.1:{recorder.port}")

@@ -47,6 +47,21 @@ def test_s3_canonical_path_rule(wire, canonical):
     assert harness.s3_canonical_path(wire) == canonical
 
 
+@pytest.mark.parametrize(
+    "wire, canonical",
+    [
+        ("", ""),
+        ("b=2&a=1", "a=1&b=2"),
+        ("x-id=GetObject&response-content-type=text%2fplain", "response-content-type=text%2Fplain&x-id=GetObject"),
+        ("response-content-disposition=a b;c", "response-content-disposition=a%20b%3Bc"),
+        ("acl", "acl="),
+        ("k=2&k=1", "k=1&k=2"),
+    ],
+)
+def test_s3_canonical_query_rule(wire, canonical):
+    assert harness.s3_canonical_query(wire) == canonical
+
+
 def test_s3_encode_key():
     assert harness.s3_encode_key("ü/日 +") == "%C3%BC/%E6%97%A5%20%2B"
     assert harness.s3_encode_key("a~b-c_d.e") == "a~b-c_d.e"

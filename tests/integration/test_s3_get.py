@@ -189,7 +189,6 @@ CLIENT_JUNK = [
     ("X-Amz-Date", "20000101T000000Z"),
     ("x-amz-foo", "bar"),
     ("X-AMZ-CONTENT-SHA256", "ab" * 32),
-    ("authorization", "Basic dXNlcjpwYXNz"),
     ("x-amz-date", "20000102T000000Z"),
 ]
 
@@ -197,8 +196,9 @@ CLIENT_JUNK = [
 @pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("mode", MODES)
 def test_client_auth_and_amz_headers_are_not_forwarded(nginx, recorder, signing, corpus, mode, route):
-    """Client-sent Authorization / x-amz-* headers (even repeated, in any
-    case) never reach S3: exactly one Authorization, x-amz-date and
+    """Client-sent Authorization / x-amz-* headers (x-amz-date repeated,
+    mixed case) never reach S3 (a repeated Authorization is answered 400 by
+    nginx itself, so it is sent once): exactly one Authorization, x-amz-date and
     x-amz-content-sha256 leave nginx, all of them the module's."""
     key = "a b.txt"
     nginx.write_config(server_config(nginx, signing, mode, recorder.port))
