@@ -92,6 +92,11 @@ pub unsafe fn arm_upstream_filter(r: *mut ngx_http_request_t) {
         if u.is_null() || (*u).output.output_filter.is_some() {
             return;
         }
+        // Only the proxy module builds HTTP heads ("http://", "https://");
+        // fastcgi, uwsgi, scgi, grpc and memcached upstreams are left alone.
+        if !str_bytes(&(*u).schema).starts_with(b"http") {
+            return;
+        }
         if request_ctx(r).is_none() {
             return;
         }
@@ -206,14 +211,15 @@ unsafe fn sign_first_buffer(
             }
         }
         let amz_date = ctx.amz_date();
-        if signing.scope.date() != &amz_date[..8] {
+        let day = amz_date.get(..8).unwrap_or("");
+        if signing.scope.date() != day {
             ngx_log_error!(
                 NGX_LOG_ERR,
                 log,
                 "aws_auth: the signing key is for {} but the request date is {}: AWS accepts a key only on its own UTC day; install a key for {}",
                 signing.scope.date(),
-                &amz_date[..8],
-                &amz_date[..8]
+                day,
+                day
             );
             return Err(server_error);
         }

@@ -2,6 +2,7 @@
 
 Fixtures
 --------
+free_port      (function) callable -> an unused 127.0.0.1 TCP port.
 nginx_bin      (session)  path of the nginx binary (NGINX_BIN or newest
                           target/release/build/nginx-sys-*/out/objs/nginx);
                           fails if there is none.
@@ -30,6 +31,12 @@ import os
 import pytest
 
 import harness
+
+
+@pytest.fixture
+def free_port():
+    """Callable returning an unused 127.0.0.1 TCP port."""
+    return harness.free_port
 
 
 @pytest.fixture(scope="session")

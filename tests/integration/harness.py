@@ -521,6 +521,10 @@ class RecordingProxy:
             socks = list(self._socks)
         for s in socks:
             try:
+                s.shutdown(socket.SHUT_RDWR)  # wakes threads blocked in recv()
+            except OSError:
+                pass
+            try:
                 s.close()
             except OSError:
                 pass
@@ -849,9 +853,10 @@ class Nginx:
 
     def crash_lines(self) -> list[str]:
         """Lines that show a worker died (e.g. a Rust panic -> abort)."""
+        text = self.error_log() + "\n" + self.stderr_text()
         return [
             line
-            for line in self.error_log().splitlines()
+            for line in text.splitlines()
             if "exited on signal" in line or "panicked" in line
         ]
 

@@ -255,3 +255,24 @@ def test_query_string_is_signed(nginx, recorder, signing, obj):
     # same parameters on the wire (the module may re-encode or reorder them)
     assert harness.s3_canonical_query(rec.target.partition(b"?")[2]) == harness.s3_canonical_query(query)
     harness.check_signed_request(rec, expect_host=f"127.0.0.1:{recorder.port}")
+
+
+@pytest.mark.parametrize("mode", ["aws_sign", "variables"])
+def test_signed_host_is_proxy_set_header_host(nginx, recorder, signing, obj, mode):
+    """The signed Host is the Host nginx actually sends, here one set with
+    proxy_set_header (virtual-hosted style, no bucket in the path)."""
+    vhost = f"{BUCKET}.s3.amazonaws.com"
+    sign = "aws_sign;" if mode == "aws_sign" else VARIABLES
+    nginx.write_config(
+        simple_server(
+            nginx,
+            signing.directives("        "),
+            f"proxy_set_header Host {vhost};\n            {sign}",
+            recorder.port,
+        )
+    )
+    nginx.start()
+    resp = nginx.request("GET", "/" + harness.s3_encode_key(OBJ_KEY))
+    assert resp.status == 200, resp
+    assert resp.body == OBJ_BODY
+    harness.check_signed_request(recorder.last(), expect_host=vhost)

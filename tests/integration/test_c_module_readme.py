@@ -25,13 +25,14 @@ would still work (it reuses the implicit upstream of ``location /``), but
 served via a matching ``upstream`` block (or a DNS server).  Using
 upstream blocks for both names keeps the README text unchanged.
 
-``location /myfiles`` has no ``aws_sign`` in the README.  It is a sibling
-of ``location /`` (not nested), the server level has no ``aws_sign``, so it
-inherits nothing that turns signing on: it has keys but does not sign.  In
-the C module signing is likewise enabled only by ``aws_sign`` (the keys
-alone do nothing), so this location sends the request unsigned and S3
-answers 403.  That is what test_readme_myfiles_is_not_signed asserts; the
-companion test shows the same location signs once ``aws_sign;`` is added.
+``location /myfiles`` has no ``aws_sign`` in the README, but it sets its
+own ``aws_access_key``/``aws_key_scope``/``aws_signing_key``.  The C module
+left such a location unsigned (``enabled`` was set only by ``aws_sign``), so
+the README's own example failed there with S3's 403.  This module signs a
+location that declares its own credentials unless it says ``aws_sign off``
+(README, "aws_sign"), so the README block works as its author meant:
+test_readme_myfiles_is_signed.  Credentials inherited from the server level
+alone still never sign (test_server_credentials_alone_do_not_sign).
 """
 
 from __future__ import annotations
@@ -143,17 +144,43 @@ def test_readme_s3_beijing_head(readme_nginx, recorder):
     harness.check_signed_request(recorder.last(), expect_host=f"{BUCKET}.{BEIJING}")
 
 
-def test_readme_myfiles_is_not_signed(readme_nginx, recorder):
-    """No aws_sign in /myfiles (see module docstring): the request goes out
-    unsigned, without the module's headers, and S3 refuses it."""
-    resp = readme_nginx.request("GET", "/myfiles/readme/hello.txt")
+def test_readme_myfiles_is_signed(readme_nginx, recorder):
+    """/myfiles declares its own credentials: signed without aws_sign."""
+    key = "readme/hello.txt"
+    resp = readme_nginx.request("GET", "/myfiles/" + key)
+    assert resp.status == 200, resp
+    assert resp.body == OBJECTS[key]
+    rec = recorder.last()
+    assert rec.path == b"/" + key.encode()
+    harness.check_signed_request(rec, expect_host=f"{BUCKET}.{ENDPOINT}")
+
+
+def test_readme_myfiles_aws_sign_off_is_unsigned(nginx, recorder, signing, readme_objects):
+    """``aws_sign off`` beats the declared credentials: nothing is added and
+    S3 refuses the anonymous request."""
+    nginx.write_config(readme_config(nginx, signing, recorder.port, myfiles_extra="aws_sign off;"))
+    nginx.start()
+    resp = nginx.request("GET", "/myfiles/readme/hello.txt")
     assert resp.status == 403, resp
     assert b"AccessDenied" in resp.body
     rec = recorder.last()
-    assert rec.path == b"/readme/hello.txt"
     assert rec.header("host") == f"{BUCKET}.{ENDPOINT}"
     assert rec.values("authorization") == []
     assert rec.values("x-amz-date") == []
+
+
+def test_server_credentials_alone_do_not_sign(nginx, recorder, signing, readme_objects):
+    """A location that only inherits the server's credentials (no aws_sign,
+    no variables) sends its request untouched."""
+    nginx.write_config(readme_config(nginx, signing, recorder.port).replace(
+        "location /myfiles {",
+        f"location /plain/ {{ proxy_pass http://{BUCKET}.{ENDPOINT}/; }}\n    location /myfiles {{", 1))
+    nginx.start()
+    resp = nginx.request("GET", "/plain/readme/hello.txt", headers=[("X-Amz-Foo", "client")])
+    assert resp.status == 403, resp
+    rec = recorder.last()
+    assert rec.values("authorization") == []
+    assert rec.values("x-amz-foo") == [b"client"]
 
 
 def test_readme_myfiles_with_aws_sign(nginx, recorder, signing, readme_objects):
