@@ -276,3 +276,44 @@ def test_signed_host_is_proxy_set_header_host(nginx, recorder, signing, obj, mod
     assert resp.status == 200, resp
     assert resp.body == OBJ_BODY
     harness.check_signed_request(recorder.last(), expect_host=vhost)
+
+
+def test_key_for_another_day_gives_500_and_names_dates(nginx, recorder, signing, obj):
+    """A key whose scope date is not today's UTC date cannot sign a request
+    AWS would accept: 500, one error line naming both dates, nothing sent."""
+    yesterday = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)).strftime("%Y%m%d")
+    old = harness.SigningConfig(date=yesterday)
+    nginx.write_config(simple_server(nginx, old.directives("        "), "aws_sign;", recorder.port))
+    nginx.start()
+    resp = nginx.request("GET", OBJ_PATH)
+    assert resp.status == 500, resp
+    assert recorder.requests == [], "an unsignable request reached S3"
+    errors = [l for l in nginx.error_log().splitlines() if "[error]" in l and "aws_auth" in l]
+    assert len(errors) == 1, errors
+    assert yesterday in errors[0] and signing.date in errors[0]
+
+
+def test_request_for_another_bucket_is_refused(nginx, recorder, signing, obj):
+    """aws_s3_bucket says which bucket; an upstream request addressing
+    neither bucket.endpoint nor /bucket/ is refused loudly, not sent."""
+    nginx.write_config(simple_server(
+        nginx, signing.directives("        ", bucket="some-other-bucket"), "aws_sign;", recorder.port))
+    nginx.start()
+    resp = nginx.request("GET", OBJ_PATH)
+    assert resp.status == 500, resp
+    assert recorder.requests == []
+    errors = [l for l in nginx.error_log().splitlines() if "[error]" in l and "aws_auth" in l]
+    assert len(errors) == 1 and "some-other-bucket" in errors[0], errors
+
+
+def test_no_secret_in_debug_log(nginx, recorder, signing, obj):
+    """At debug level the canonical request and string to sign are logged,
+    the signing key never is."""
+    nginx.write_config(simple_server(nginx, signing.directives("        "), "aws_sign;", recorder.port))
+    nginx.start()
+    assert nginx.request("GET", OBJ_PATH).status == 200
+    log = nginx.error_log()
+    assert "aws_auth: canonical request:" in log and "aws_auth: string to sign:" in log
+    assert signing.signing_key_b64 not in log
+    assert signing.signing_key.hex() not in log
+    assert signing.secret_key not in log
