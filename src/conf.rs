@@ -44,6 +44,9 @@ pub struct LocConf {
     /// `location` block: as in the C module's examples, such a location
     /// signs unless it says `aws_sign off`.
     declared_in_location: bool,
+    /// This is a `location` (or `if`/`limit_except`) block's configuration:
+    /// the blocks that serve requests, where a missing credential is an error.
+    pub is_location: bool,
     /// The merged, checked credential set; `None` when incomplete.
     pub signing: Option<Signing>,
 }
@@ -268,7 +271,7 @@ impl LocConf {
                 "\"aws_key_scope\" is set but \"aws_signing_key\" is missing".into()
             });
         }
-        if self.sign_on() && self.signing.is_none() {
+        if self.sign_on() && self.signing.is_none() && self.is_location {
             let missing: Vec<&str> = [
                 ("aws_access_key", self.access_key.is_none()),
                 ("aws_key_scope", self.scope.is_none()),

@@ -13,7 +13,7 @@ use ngx::core::{Pool, Status, NGX_CONF_ERROR};
 use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_module_t,
     ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_request_t, ngx_int_t, ngx_module_t,
-    ngx_pcalloc, ngx_str_t, NGX_HTTP_MODULE, NGX_LOG_EMERG,
+    ngx_pcalloc, ngx_str_t, NGX_HTTP_LOC_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
@@ -67,7 +67,13 @@ unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     // SAFETY: cf->pool is the configuration pool; the pool drops the value
     // (zeroing key material) when the cycle's pool is destroyed.
     let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
-    pool.allocate(LocConf::default()) as *mut c_void
+    // SAFETY: cf is valid. While a block is created, cmd_type is the context
+    // of the directive that opens it: `location` appears in server or
+    // location context, `server` in http context, `http` in the main one.
+    let opened_in = unsafe { (*cf).cmd_type } as u32;
+    let mut conf = LocConf::default();
+    conf.is_location = opened_in & (NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF) != 0;
+    pool.allocate(conf) as *mut c_void
 }
 
 unsafe extern "C" fn merge_loc_conf(

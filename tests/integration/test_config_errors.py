@@ -122,6 +122,9 @@ GOOD = [
         cfg(keys(), keys(ak="OTHERKEY", scope="20150831/us-west-2/s3/aws4_request") + "\naws_sign;"),
     ),
     ("same_directive_in_parent_and_child", cfg(keys() + "\naws_sign;", keys())),
+    # aws_sign at server level, credentials in the location that serves: the
+    # check is made where requests are served.
+    ("server_sign_location_keys", cfg("aws_sign;", keys())),
 ]
 
 
