@@ -31,20 +31,27 @@ type GetFn =
 struct VarDef {
     name: ngx_str_t,
     get: GetFn,
+    data: usize,
 }
+
+const DATE: usize = 0;
+const CONTENT_SHA256: usize = 1;
 
 const VARS: [VarDef; 3] = [
     VarDef {
         name: ngx_string!("s3_auth_token"),
         get: auth_token_variable,
+        data: 0,
     },
     VarDef {
         name: ngx_string!("aws_date"),
-        get: date_variable,
+        get: date_or_hash_variable,
+        data: DATE,
     },
     VarDef {
         name: ngx_string!("aws_content_sha256"),
-        get: content_sha256_variable,
+        get: date_or_hash_variable,
+        data: CONTENT_SHA256,
     },
 ];
 
@@ -64,7 +71,7 @@ pub unsafe fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
         // SAFETY: v is the variable nginx just created for us.
         unsafe {
             (*v).get_handler = Some(def.get);
-            (*v).data = 0;
+            (*v).data = def.data;
         }
     }
     Status::NGX_OK.into()
@@ -165,35 +172,22 @@ unsafe extern "C" fn auth_token_variable(
     }
 }
 
-unsafe extern "C" fn date_variable(
+/// `$aws_date` (`data` = [`DATE`]) and `$aws_content_sha256` (`data` = [`CONTENT_SHA256`]).
+unsafe extern "C" fn date_or_hash_variable(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
-    _data: usize,
+    data: usize,
 ) -> ngx_int_t {
     // SAFETY: nginx calls get handlers with a live request and a value slot.
     unsafe {
         match prepare(r, v) {
             Some(ctx) => {
-                set_value(v, ctx.amz_date.as_ptr(), ctx.amz_date.len());
-                Status::NGX_OK.into()
-            }
-            None if (*v).valid() == 1 => Status::NGX_OK.into(),
-            None => Status::NGX_ERROR.into(),
-        }
-    }
-}
-
-unsafe extern "C" fn content_sha256_variable(
-    r: *mut ngx_http_request_t,
-    v: *mut ngx_variable_value_t,
-    _data: usize,
-) -> ngx_int_t {
-    // SAFETY: nginx calls get handlers with a live request and a value slot.
-    unsafe {
-        match prepare(r, v) {
-            Some(_) => {
-                let h = aws_signer::EMPTY_PAYLOAD_SHA256;
-                set_value(v, h.as_ptr(), h.len());
+                let value: &[u8] = if data == DATE {
+                    &ctx.amz_date
+                } else {
+                    aws_signer::EMPTY_PAYLOAD_SHA256.as_bytes()
+                };
+                set_value(v, value.as_ptr(), value.len());
                 Status::NGX_OK.into()
             }
             None if (*v).valid() == 1 => Status::NGX_OK.into(),
