@@ -9,14 +9,15 @@ use std::ffi::{c_char, c_void};
 use std::ptr;
 
 use aws_signer::config::{
-    parse_access_key, parse_bucket, parse_endpoint, parse_scope, parse_signing_key,
+    parse_access_key, parse_bucket, parse_endpoint, parse_key_file, parse_scope, parse_signing_key,
+    ScopedKey,
 };
 use aws_signer::{PathRules, Scope, SigningKey};
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
     NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
-    NGX_LOG_EMERG,
+    NGX_LOG_EMERG, NGX_LOG_WARN,
 };
 use ngx::{ngx_conf_log_error, ngx_string};
 
@@ -24,9 +25,30 @@ use ngx::{ngx_conf_log_error, ngx_string};
 #[derive(Clone)]
 pub struct Signing {
     pub access_key: String,
-    pub scope: Scope,
-    pub key: SigningKey,
-    pub rules: PathRules,
+    /// One key per UTC day, sorted by date (one entry for `aws_signing_key`).
+    pub keys: Vec<ScopedKey>,
+    /// Sent and signed as `x-amz-security-token`.
+    pub session_token: Option<String>,
+}
+
+impl Signing {
+    /// The key whose scope date is `day` (`YYYYMMDD`).
+    pub fn key_for(&self, day: &str) -> Option<&ScopedKey> {
+        self.keys.iter().find(|(s, _)| s.date() == day)
+    }
+
+    /// Canonical URI rules for a key's service.
+    pub fn rules(scope: &Scope) -> PathRules {
+        PathRules::for_service(scope.service())
+    }
+
+    /// Whole UTC days of coverage left after `today` (negative when even
+    /// `today` is past the last key); `None` for a malformed date.
+    pub fn days_left(&self, today: &str) -> Option<i64> {
+        let last = self.keys.last()?.0.date();
+        let p = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y%m%d").ok();
+        Some((p(last)? - p(today)?).num_days())
+    }
 }
 
 /// Per-location configuration as written; `None` means "not set here".
@@ -35,6 +57,8 @@ pub struct LocConf {
     pub access_key: Option<String>,
     pub scope: Option<Scope>,
     pub key: Option<SigningKey>,
+    pub key_file: Option<Vec<ScopedKey>>,
+    pub session_token: Option<String>,
     pub bucket: Option<String>,
     pub endpoint: Option<String>,
     pub sign: Option<bool>,
@@ -69,8 +93,14 @@ impl Drop for LocConf {
         if let Some(k) = self.key.as_mut() {
             k.iter_mut().for_each(|b| *b = 0);
         }
-        if let Some(s) = self.signing.as_mut() {
-            s.key.iter_mut().for_each(|b| *b = 0);
+        for keys in self
+            .key_file
+            .iter_mut()
+            .chain(self.signing.as_mut().map(|s| &mut s.keys))
+        {
+            for (_, k) in keys.iter_mut() {
+                k.iter_mut().for_each(|b| *b = 0);
+            }
         }
     }
 }
@@ -92,7 +122,7 @@ const fn command(name: ngx_str_t, args: u32, set: SetFn) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 7] = [
+pub static mut COMMANDS: [ngx_command_t; 10] = [
     command(
         ngx_string!("aws_access_key"),
         NGX_CONF_TAKE1,
@@ -103,6 +133,21 @@ pub static mut COMMANDS: [ngx_command_t; 7] = [
         ngx_string!("aws_signing_key"),
         NGX_CONF_TAKE1,
         set_signing_key,
+    ),
+    command(
+        ngx_string!("aws_signing_key_file"),
+        NGX_CONF_TAKE1,
+        set_signing_key_file,
+    ),
+    command(
+        ngx_string!("aws_session_token"),
+        NGX_CONF_TAKE1,
+        set_session_token,
+    ),
+    command(
+        ngx_string!("aws_session_token_file"),
+        NGX_CONF_TAKE1,
+        set_session_token_file,
     ),
     command(ngx_string!("aws_s3_bucket"), NGX_CONF_TAKE1, set_s3_bucket),
     command(ngx_string!("aws_endpoint"), NGX_CONF_TAKE1, set_endpoint),
@@ -189,8 +234,165 @@ macro_rules! setter {
 
 setter!(set_access_key, access_key, parse_access_key);
 setter!(set_key_scope, scope, parse_scope);
-setter!(set_signing_key, key, parse_signing_key);
+unsafe extern "C" fn set_signing_key(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: a directive handler's pointers.
+    if unsafe { (*(conf as *const LocConf)).key_file.is_some() } {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"aws_signing_key\" and \"aws_signing_key_file\" in the same block: use one"
+        );
+        return NGX_CONF_ERROR;
+    }
+    // SAFETY: a directive handler's pointers.
+    unsafe { set_value(cf, conf, |c| &mut c.key, parse_signing_key) }
+}
 setter!(set_s3_bucket, bucket, parse_bucket);
+setter!(set_session_token, session_token, parse_session_token);
+
+fn parse_session_token(v: &[u8]) -> Result<String, String> {
+    // Never echo the value: it is a credential.
+    if v.is_empty() || !v.iter().all(|b| b.is_ascii_graphic()) {
+        return Err("a session token is non-empty printable ASCII without spaces".into());
+    }
+    Ok(String::from_utf8_lossy(v).into_owned())
+}
+
+/// Reads a secret-bearing file named in the configuration: relative names
+/// are taken from nginx's configuration prefix; the file must not be
+/// readable by others.
+///
+/// # Safety
+/// `cf` must be the conf of a directive handler.
+unsafe fn read_secret_file(cf: *mut ngx_conf_t, name: &[u8]) -> Result<(String, String), String> {
+    let name = String::from_utf8_lossy(name).into_owned();
+    let path = if name.starts_with('/') {
+        std::path::PathBuf::from(&name)
+    } else {
+        // SAFETY: cf->cycle is valid while the configuration is read.
+        let prefix = unsafe { bytes(&(*(*cf).cycle).conf_prefix) };
+        std::path::Path::new(&*String::from_utf8_lossy(prefix)).join(&name)
+    };
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(&path).map_err(|e| format!("cannot read \"{shown}\": {e}"))?;
+    use std::os::unix::fs::PermissionsExt;
+    if meta.permissions().mode() & 0o004 != 0 {
+        return Err(format!(
+            "\"{shown}\" is readable by every user: it holds credentials (chmod o-r)"
+        ));
+    }
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read \"{shown}\": {e}"))?;
+    Ok((shown, text))
+}
+
+/// Runs a file directive: one argument, no duplicate, `load` turns the
+/// file's text into the value.
+///
+/// # Safety
+/// The pointers of a directive handler whose conf is a `LocConf`.
+unsafe fn set_from_file<T>(
+    cf: *mut ngx_conf_t,
+    conf: *mut c_void,
+    field: fn(&mut LocConf) -> &mut Option<T>,
+    load: fn(*mut ngx_conf_t, &str, &str) -> Result<T, String>,
+) -> *mut c_char {
+    // SAFETY: see the contract.
+    let (lc, a) = unsafe { (&mut *(conf as *mut LocConf), args(cf)) };
+    let name = String::from_utf8_lossy(bytes(&a[0])).into_owned();
+    if field(lc).is_some() {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" directive is duplicate");
+        return NGX_CONF_ERROR;
+    }
+    // SAFETY: cf is valid.
+    let loaded = unsafe { read_secret_file(cf, bytes(&a[1])) }
+        .and_then(|(shown, text)| load(cf, &shown, &text));
+    match loaded {
+        Ok(v) => {
+            *field(lc) = Some(v);
+            NGX_CONF_OK
+        }
+        Err(why) => {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\": {why}");
+            NGX_CONF_ERROR
+        }
+    }
+}
+
+unsafe extern "C" fn set_signing_key_file(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: a directive handler's pointers.
+    if unsafe { (*(conf as *const LocConf)).key.is_some() } {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"aws_signing_key_file\" and \"aws_signing_key\" in the same block: use one"
+        );
+        return NGX_CONF_ERROR;
+    }
+    // SAFETY: a directive handler's pointers.
+    unsafe { set_from_file(cf, conf, |c| &mut c.key_file, load_key_file) }
+}
+
+fn load_key_file(cf: *mut ngx_conf_t, shown: &str, text: &str) -> Result<Vec<ScopedKey>, String> {
+    let keys = parse_key_file(text).map_err(|e| match e.line {
+        0 => format!("{shown}: {}", e.message),
+        n => format!("{shown}:{n}: {}", e.message),
+    })?;
+    warn_coverage(cf, shown, &keys);
+    Ok(keys)
+}
+
+/// Warns at load time when a key set does not cover today (UTC) or covers
+/// fewer than two more days: the next reload should bring new keys.
+fn warn_coverage(cf: *mut ngx_conf_t, what: &str, keys: &[ScopedKey]) {
+    let today = crate::today_utc();
+    let signing = Signing {
+        access_key: String::new(),
+        keys: keys.to_vec(),
+        session_token: None,
+    };
+    let left = signing.days_left(&today).unwrap_or(-1);
+    if signing.key_for(&today).is_none() {
+        ngx_conf_log_error!(
+            NGX_LOG_WARN,
+            cf,
+            "{what}: no signing key for today ({today}): requests will fail until a key for {today} is installed"
+        );
+    } else if left < 2 {
+        ngx_conf_log_error!(
+            NGX_LOG_WARN,
+            cf,
+            "{what}: signing keys end {} day(s) after today ({today}): install keys for the coming days",
+            left
+        );
+    }
+}
+
+unsafe extern "C" fn set_session_token_file(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: a directive handler's pointers.
+    unsafe {
+        set_from_file(
+            cf,
+            conf,
+            |c| &mut c.session_token,
+            |_, shown, text| {
+                parse_session_token(text.trim().as_bytes()).map_err(|e| format!("{shown}: {e}"))
+            },
+        )
+    }
+}
 setter!(set_endpoint, endpoint, parse_endpoint);
 
 unsafe extern "C" fn set_sign(
@@ -244,9 +446,18 @@ fn inherit<T: Clone>(child: &mut Option<T>, parent: &Option<T>) {
 impl LocConf {
     /// Merges the parent's values into this block and checks the result.
     pub fn merge_from(&mut self, prev: &LocConf) -> Result<(), String> {
+        // A key source set here replaces an inherited one of the other kind.
+        let own_file = self.key_file.is_some();
+        let own_key = self.key.is_some() || self.scope.is_some();
         inherit(&mut self.access_key, &prev.access_key);
-        inherit(&mut self.scope, &prev.scope);
-        inherit(&mut self.key, &prev.key);
+        inherit(&mut self.session_token, &prev.session_token);
+        if !own_file {
+            inherit(&mut self.scope, &prev.scope);
+            inherit(&mut self.key, &prev.key);
+        }
+        if !own_key {
+            inherit(&mut self.key_file, &prev.key_file);
+        }
         inherit(&mut self.bucket, &prev.bucket);
         inherit(&mut self.endpoint, &prev.endpoint);
         inherit(&mut self.sign, &prev.sign);
@@ -255,16 +466,20 @@ impl LocConf {
         }
         inherit(&mut self.sign_at, &prev.sign_at);
 
-        self.signing = match (&self.access_key, &self.scope, &self.key) {
-            (Some(access_key), Some(scope), Some(key)) => Some(Signing {
+        let keys = match (&self.key_file, &self.scope, &self.key) {
+            (Some(file), _, _) => Some(file.clone()),
+            (None, Some(scope), Some(key)) => Some(vec![(scope.clone(), *key)]),
+            _ => None,
+        };
+        self.signing = match (&self.access_key, keys) {
+            (Some(access_key), Some(keys)) => Some(Signing {
                 access_key: access_key.clone(),
-                rules: PathRules::for_service(scope.service()),
-                scope: scope.clone(),
-                key: *key,
+                keys,
+                session_token: self.session_token.clone(),
             }),
             _ => None,
         };
-        if self.signing.is_none() && (self.key.is_some() != self.scope.is_some()) {
+        if self.key_file.is_none() && (self.key.is_some() != self.scope.is_some()) {
             return Err(if self.key.is_some() {
                 "\"aws_signing_key\" is set but \"aws_key_scope\" is missing".into()
             } else {
@@ -274,8 +489,14 @@ impl LocConf {
         if self.sign_on() && self.signing.is_none() && self.is_location {
             let missing: Vec<&str> = [
                 ("aws_access_key", self.access_key.is_none()),
-                ("aws_key_scope", self.scope.is_none()),
-                ("aws_signing_key", self.key.is_none()),
+                (
+                    "aws_key_scope",
+                    self.scope.is_none() && self.key_file.is_none(),
+                ),
+                (
+                    "aws_signing_key (or aws_signing_key_file)",
+                    self.key.is_none() && self.key_file.is_none(),
+                ),
             ]
             .iter()
             .filter(|(_, m)| *m)

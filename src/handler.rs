@@ -21,6 +21,7 @@ use ngx::ffi::{
 };
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
+use crate::conf::Signing;
 use crate::{loc_conf, request_ctx, RequestCtx};
 
 /// Placeholder value of `$s3_auth_token` while the proxy builds the head;
@@ -212,27 +213,20 @@ unsafe fn sign_first_buffer(
         }
         let amz_date = ctx.amz_date();
         let day = amz_date.get(..8).unwrap_or("");
-        if signing.scope.date() != day {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "aws_auth: the signing key is for {} but the request date is {}: AWS accepts a key only on its own UTC day; install a key for {}",
-                signing.scope.date(),
-                day,
-                day
-            );
+        let Some((scope, key)) = signing.key_for(day) else {
+            log_missing_key(log, ctx.now, day, signing);
             return Err(server_error);
-        }
+        };
         let how = HeadSigning {
             creds: Credentials {
                 access_key: &signing.access_key,
-                scope: &signing.scope,
-                key: &signing.key,
+                scope,
+                key,
             },
             amz_date,
             payload_hash: EMPTY_PAYLOAD_SHA256,
-            session_token: None,
-            rules: signing.rules,
+            session_token: signing.session_token.as_deref(),
+            rules: Signing::rules(scope),
         };
         let signed = match sign_head(bytes, &how) {
             Ok(s) => s,
@@ -280,6 +274,23 @@ unsafe fn sign_first_buffer(
         }
     }
     Ok(())
+}
+
+/// One error line per second at most per worker for requests that find no
+/// key for their day: during an outage every request would log one.
+fn log_missing_key(log: *mut ngx::ffi::ngx_log_t, now: i64, day: &str, signing: &Signing) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
+    if LAST.swap(now, Ordering::Relaxed) == now {
+        return;
+    }
+    let first = signing.keys.first().map(|k| k.0.date()).unwrap_or("-");
+    let last = signing.keys.last().map(|k| k.0.date()).unwrap_or("-");
+    ngx_log_error!(
+        NGX_LOG_ERR,
+        log,
+        "aws_auth: no signing key for {day} (keys cover {first} to {last}): AWS accepts a key only on its own UTC day; install a key for {day} and reload (requests answered 500)"
+    );
 }
 
 /// With `aws_s3_bucket` set, the request must address that bucket, either
@@ -333,23 +344,27 @@ pub unsafe fn sign_client_request(r: *mut ngx_http_request_t, ctx: &RequestCtx) 
             None => (target, &b""[..]),
         };
         let amz_date = ctx.amz_date();
-        let headers = [
+        let (scope, key) = signing.key_for(amz_date.get(..8)?)?;
+        let mut headers = vec![
             (&b"host"[..], host.as_bytes()),
             (b"x-amz-content-sha256", EMPTY_PAYLOAD_SHA256.as_bytes()),
             (b"x-amz-date", amz_date.as_bytes()),
         ];
+        if let Some(t) = signing.session_token.as_deref() {
+            headers.push((b"x-amz-security-token", t.as_bytes()));
+        }
         let req = aws_signer::Request {
             method: str_bytes(&(*r).method_name),
             path,
             query,
             headers: &headers,
             payload_hash: EMPTY_PAYLOAD_SHA256.as_bytes(),
-            rules: signing.rules,
+            rules: Signing::rules(scope),
         };
         let creds = Credentials {
             access_key: &signing.access_key,
-            scope: &signing.scope,
-            key: &signing.key,
+            scope,
+            key,
         };
         Some(
             aws_signer::sign(&req, &creds, amz_date)

@@ -175,6 +175,15 @@ pub unsafe fn request_ctx(r: *mut ngx_http_request_t) -> Option<&'static mut Req
     }
 }
 
+/// Today's UTC date, `YYYYMMDD`, from nginx's clock.
+pub fn today_utc() -> String {
+    // SAFETY: ngx_cached_time always points to a valid time slot.
+    let now = unsafe { (*ngx::ffi::ngx_cached_time).sec };
+    aws_signer::amz_date(now)
+        .map(|d| d[..8].to_owned())
+        .unwrap_or_default()
+}
+
 /// The location configuration of a request.
 ///
 /// # Safety

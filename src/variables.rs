@@ -36,8 +36,10 @@ struct VarDef {
 
 const DATE: usize = 0;
 const CONTENT_SHA256: usize = 1;
+const SECURITY_TOKEN: usize = 2;
+const KEY_DAYS_LEFT: usize = 3;
 
-const VARS: [VarDef; 3] = [
+const VARS: [VarDef; 5] = [
     VarDef {
         name: ngx_string!("s3_auth_token"),
         get: auth_token_variable,
@@ -52,6 +54,16 @@ const VARS: [VarDef; 3] = [
         name: ngx_string!("aws_content_sha256"),
         get: date_or_hash_variable,
         data: CONTENT_SHA256,
+    },
+    VarDef {
+        name: ngx_string!("aws_security_token"),
+        get: key_info_variable,
+        data: SECURITY_TOKEN,
+    },
+    VarDef {
+        name: ngx_string!("aws_key_days_left"),
+        get: key_info_variable,
+        data: KEY_DAYS_LEFT,
     },
 ];
 
@@ -192,6 +204,36 @@ unsafe extern "C" fn date_or_hash_variable(
             }
             None if (*v).valid() == 1 => Status::NGX_OK.into(),
             None => Status::NGX_ERROR.into(),
+        }
+    }
+}
+
+/// `$aws_security_token` (the session token, empty without one) and
+/// `$aws_key_days_left` (whole UTC days of key coverage after today,
+/// negative once the last key is past; empty without signing config).
+/// Neither arms the signing filter.
+unsafe extern "C" fn key_info_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    data: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx calls get handlers with a live request and a value slot.
+    unsafe {
+        let Some(signing) = loc_conf(r).and_then(|lc| lc.signing.as_ref()) else {
+            set_empty(v);
+            return Status::NGX_OK.into();
+        };
+        if data == SECURITY_TOKEN {
+            let t = signing.session_token.as_deref().unwrap_or("");
+            set_value(v, t.as_ptr(), t.len());
+            return Status::NGX_OK.into();
+        }
+        match signing.days_left(&crate::today_utc()) {
+            Some(days) => set_pool_copy(r, v, days.to_string().as_bytes()),
+            None => {
+                set_empty(v);
+                Status::NGX_OK.into()
+            }
         }
     }
 }

@@ -101,3 +101,96 @@ mod tests {
         assert!(parse_bucket(b"bad/bucket").is_err());
     }
 }
+
+/// One line of a key file: a scope and the key derived for it.
+pub type ScopedKey = (Scope, SigningKey);
+
+/// Why a key file was refused: the 1-based line and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyFileError {
+    /// 1-based line number (0: the file as a whole).
+    pub line: usize,
+    /// What is wrong; never contains key material.
+    pub message: String,
+}
+
+/// Parses a key file: lines `SCOPE BASE64KEY`; blank lines and lines
+/// starting with `#` are ignored. Every scope must be valid, every key
+/// 32 bytes, every date unique, and all lines share one region and service.
+/// The keys come back sorted by date.
+pub fn parse_key_file(text: &str) -> Result<Vec<ScopedKey>, KeyFileError> {
+    let err = |line: usize, message: String| KeyFileError { line, message };
+    let mut keys: Vec<ScopedKey> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let (Some(scope), Some(key), None) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(err(n, "expected \"SCOPE BASE64KEY\"".into()));
+        };
+        let scope = parse_scope(scope.as_bytes()).map_err(|e| err(n, e))?;
+        let key = parse_signing_key(key.as_bytes()).map_err(|e| err(n, e))?;
+        if let Some((first, _)) = keys.first() {
+            if first.region() != scope.region() || first.service() != scope.service() {
+                return Err(err(
+                    n,
+                    format!(
+                        "scope {} does not match the region and service of the first line ({}/{})",
+                        scope.as_str(),
+                        first.region(),
+                        first.service()
+                    ),
+                ));
+            }
+        }
+        if keys.iter().any(|(s, _)| s.date() == scope.date()) {
+            return Err(err(n, format!("a second key for {}", scope.date())));
+        }
+        keys.push((scope, key));
+    }
+    if keys.is_empty() {
+        return Err(err(0, "no keys in the file".into()));
+    }
+    keys.sort_by(|a, b| a.0.date().cmp(b.0.date()));
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod key_file_tests {
+    use super::*;
+
+    const K: &str = "L4vRLWAO92X5L3Sqk5QydUSdB0nC9+1wfqLMOKLbRp4=";
+
+    #[test]
+    fn parses_and_sorts() {
+        let text = format!(
+            "# keys\n\n20160903/us-east-1/s3/aws4_request {K}\n  20160902/us-east-1/s3/aws4_request   {K}  \n"
+        );
+        let keys = parse_key_file(&text).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].0.date(), "20160902");
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let bad =
+            format!("20160902/us-east-1/s3/aws4_request {K}\n20160903/us-east-1/s3/aws4_request\n");
+        assert_eq!(parse_key_file(&bad).unwrap_err().line, 2);
+        let dup = format!(
+            "20160902/us-east-1/s3/aws4_request {K}\n20160902/us-east-1/s3/aws4_request {K}\n"
+        );
+        assert_eq!(parse_key_file(&dup).unwrap_err().line, 2);
+        let region = format!(
+            "20160902/us-east-1/s3/aws4_request {K}\n20160903/eu-west-1/s3/aws4_request {K}\n"
+        );
+        assert_eq!(parse_key_file(&region).unwrap_err().line, 2);
+        let key = "20160902/us-east-1/s3/aws4_request AAAA\n";
+        let e = parse_key_file(key).unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(!e.message.contains("AAAA"));
+        assert_eq!(parse_key_file("# nothing\n").unwrap_err().line, 0);
+    }
+}
