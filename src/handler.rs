@@ -241,8 +241,11 @@ unsafe fn sign_first_buffer(
         };
         ngx_log_debug_http!(
             &*ngx::http::Request::from_ngx_http_request(r),
-            "aws_auth: canonical request:\n{}",
-            String::from_utf8_lossy(&signed.signed.canonical_request)
+            "aws_auth: canonical request (session token redacted):\n{}",
+            redact_token(
+                &signed.signed.canonical_request,
+                signing.session_token.as_deref()
+            )
         );
         ngx_log_debug_http!(
             &*ngx::http::Request::from_ngx_http_request(r),
@@ -274,6 +277,16 @@ unsafe fn sign_first_buffer(
         }
     }
     Ok(())
+}
+
+/// The canonical request as text for the debug log, with the session token
+/// replaced: a token is a credential and never goes to a log.
+fn redact_token(canonical: &[u8], token: Option<&str>) -> String {
+    let text = String::from_utf8_lossy(canonical);
+    match token {
+        Some(t) if !t.is_empty() => text.replace(t, "<redacted>"),
+        _ => text.into_owned(),
+    }
 }
 
 /// One error line per second at most per worker for requests that find no

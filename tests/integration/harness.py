@@ -803,10 +803,13 @@ class Nginx:
         return p.returncode, p.stdout.decode("utf-8", "replace")
 
     # -- lifecycle --
-    def start(self) -> None:
+    def start(self, env: dict | None = None) -> None:
+        """Start nginx; `env` adds environment variables (e.g. libfaketime)."""
         assert self.proc is None, "already started"
         self._stdio = open(os.path.join(self.prefix, "logs", "stderr.log"), "wb")
-        self.proc = subprocess.Popen(self._cmd(), stdout=self._stdio, stderr=subprocess.STDOUT)
+        full_env = dict(os.environ, **(env or {}))
+        self.proc = subprocess.Popen(self._cmd(), stdout=self._stdio, stderr=subprocess.STDOUT,
+                                     env=full_env)
         try:
             wait_for_port(self.port, timeout=10, proc=self.proc)
         except RuntimeError as e:
