@@ -22,19 +22,67 @@ use ngx::ffi::{
 use ngx::{ngx_conf_log_error, ngx_string};
 
 /// A credential set complete enough to sign with.
-#[derive(Clone)]
 pub struct Signing {
     pub access_key: String,
     /// One key per UTC day, sorted by date (one entry for `aws_signing_key`).
     pub keys: Vec<ScopedKey>,
+    /// Secret mode: the day's key is derived from the secret, once per
+    /// worker and UTC day, and kept here.
+    pub derive: Option<Derive>,
     /// Sent and signed as `x-amz-security-token`.
     pub session_token: Option<String>,
 }
 
+/// What secret mode derives keys from, and the key of the day.
+pub struct Derive {
+    pub secret: Vec<u8>,
+    pub region: String,
+    pub service: String,
+    pub cache: std::cell::RefCell<Option<ScopedKey>>,
+}
+
+impl Clone for Derive {
+    fn clone(&self) -> Self {
+        Derive {
+            secret: self.secret.clone(),
+            region: self.region.clone(),
+            service: self.service.clone(),
+            cache: std::cell::RefCell::new(None),
+        }
+    }
+}
+
+impl Drop for Derive {
+    fn drop(&mut self) {
+        self.secret.iter_mut().for_each(|b| *b = 0);
+        if let Some((_, k)) = self.cache.get_mut().as_mut() {
+            k.iter_mut().for_each(|b| *b = 0);
+        }
+    }
+}
+
 impl Signing {
-    /// The key whose scope date is `day` (`YYYYMMDD`).
-    pub fn key_for(&self, day: &str) -> Option<&ScopedKey> {
-        self.keys.iter().find(|(s, _)| s.date() == day)
+    /// Calls `f` with the key for `day` (`YYYYMMDD`): the key file's or
+    /// single key's line for that date, or in secret mode the day's derived
+    /// key (derived on the first request of the day, then cached).
+    pub fn with_key<R>(&self, day: &str, f: impl FnOnce(&Scope, &SigningKey) -> R) -> Option<R> {
+        if let Some(d) = &self.derive {
+            let mut cache = d.cache.try_borrow_mut().ok()?;
+            if cache.as_ref().is_none_or(|(s, _)| s.date() != day) {
+                let scope = Scope::new(day, &d.region, &d.service).ok()?;
+                let key = aws_signer::derive_signing_key(&d.secret, &scope);
+                *cache = Some((scope, key));
+            }
+            let (scope, key) = cache.as_ref()?;
+            return Some(f(scope, key));
+        }
+        let (scope, key) = self.keys.iter().find(|(s, _)| s.date() == day)?;
+        Some(f(scope, key))
+    }
+
+    /// True when a key for `day` exists or can be derived.
+    pub fn covers(&self, day: &str) -> bool {
+        self.derive.is_some() || self.keys.iter().any(|(s, _)| s.date() == day)
     }
 
     /// Canonical URI rules for a key's service.
@@ -45,6 +93,9 @@ impl Signing {
     /// Whole UTC days of coverage left after `today` (negative when even
     /// `today` is past the last key); `None` for a malformed date.
     pub fn days_left(&self, today: &str) -> Option<i64> {
+        if self.derive.is_some() {
+            return None;
+        }
         let last = self.keys.last()?.0.date();
         let p = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y%m%d").ok();
         Some((p(last)? - p(today)?).num_days())
@@ -58,6 +109,9 @@ pub struct LocConf {
     pub scope: Option<Scope>,
     pub key: Option<SigningKey>,
     pub key_file: Option<Vec<ScopedKey>>,
+    pub secret: Option<Vec<u8>>,
+    pub region: Option<String>,
+    pub service: Option<String>,
     pub session_token: Option<String>,
     pub bucket: Option<String>,
     pub endpoint: Option<String>,
@@ -93,6 +147,9 @@ impl Drop for LocConf {
         if let Some(k) = self.key.as_mut() {
             k.iter_mut().for_each(|b| *b = 0);
         }
+        if let Some(s) = self.secret.as_mut() {
+            s.iter_mut().for_each(|b| *b = 0);
+        }
         for keys in self
             .key_file
             .iter_mut()
@@ -122,7 +179,7 @@ const fn command(name: ngx_str_t, args: u32, set: SetFn) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 10] = [
+pub static mut COMMANDS: [ngx_command_t; 13] = [
     command(
         ngx_string!("aws_access_key"),
         NGX_CONF_TAKE1,
@@ -139,6 +196,13 @@ pub static mut COMMANDS: [ngx_command_t; 10] = [
         NGX_CONF_TAKE1,
         set_signing_key_file,
     ),
+    command(
+        ngx_string!("aws_secret_key_file"),
+        NGX_CONF_TAKE1,
+        set_secret_key_file,
+    ),
+    command(ngx_string!("aws_region"), NGX_CONF_TAKE1, set_region),
+    command(ngx_string!("aws_service"), NGX_CONF_TAKE1, set_service),
     command(
         ngx_string!("aws_session_token"),
         NGX_CONF_TAKE1,
@@ -253,6 +317,48 @@ unsafe extern "C" fn set_signing_key(
 }
 setter!(set_s3_bucket, bucket, parse_bucket);
 setter!(set_session_token, session_token, parse_session_token);
+setter!(set_region, region, parse_region);
+setter!(set_service, service, parse_service);
+
+fn parse_region(v: &[u8]) -> Result<String, String> {
+    let ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+    if v.is_empty() || !v.iter().all(ok) {
+        return Err("a region is made of a-z, 0-9 and '-', e.g. us-east-1".into());
+    }
+    Ok(String::from_utf8_lossy(v).into_owned())
+}
+
+fn parse_service(v: &[u8]) -> Result<String, String> {
+    let ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.');
+    if v.is_empty() || !v.iter().all(ok) {
+        return Err("a service is made of a-z, 0-9, '-' and '.', e.g. s3".into());
+    }
+    Ok(String::from_utf8_lossy(v).into_owned())
+}
+
+unsafe extern "C" fn set_secret_key_file(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: a directive handler's pointers.
+    unsafe {
+        set_from_file(
+            cf,
+            conf,
+            |c| &mut c.secret,
+            |_, shown, text| {
+                let secret = text.trim();
+                if secret.is_empty() || secret.contains(char::is_whitespace) {
+                    return Err(format!(
+                        "{shown}: expected the secret access key on one line"
+                    ));
+                }
+                Ok(secret.as_bytes().to_vec())
+            },
+        )
+    }
+}
 
 fn parse_session_token(v: &[u8]) -> Result<String, String> {
     // Never echo the value: it is a credential.
@@ -357,10 +463,11 @@ fn warn_coverage(cf: *mut ngx_conf_t, what: &str, keys: &[ScopedKey]) {
     let signing = Signing {
         access_key: String::new(),
         keys: keys.to_vec(),
+        derive: None,
         session_token: None,
     };
     let left = signing.days_left(&today).unwrap_or(-1);
-    if signing.key_for(&today).is_none() {
+    if !signing.covers(&today) {
         ngx_conf_log_error!(
             NGX_LOG_WARN,
             cf,
@@ -449,14 +556,34 @@ impl LocConf {
         // A key source set here replaces an inherited one of the other kind.
         let own_file = self.key_file.is_some();
         let own_key = self.key.is_some() || self.scope.is_some();
+        let own_secret = self.secret.is_some();
+        if [own_file, own_key, own_secret]
+            .iter()
+            .filter(|b| **b)
+            .count()
+            > 1
+        {
+            return Err(
+                "one key source per block: aws_signing_key (with aws_key_scope), aws_signing_key_file or aws_secret_key_file"
+                    .into(),
+            );
+        }
+        inherit(&mut self.region, &prev.region);
+        inherit(&mut self.service, &prev.service);
         inherit(&mut self.access_key, &prev.access_key);
         inherit(&mut self.session_token, &prev.session_token);
-        if !own_file {
+        if !own_file && !own_secret {
             inherit(&mut self.scope, &prev.scope);
             inherit(&mut self.key, &prev.key);
         }
-        if !own_key {
+        if !own_key && !own_secret {
             inherit(&mut self.key_file, &prev.key_file);
+        }
+        if !own_key && !own_file {
+            inherit(&mut self.secret, &prev.secret);
+        }
+        if self.secret.is_some() && self.region.is_none() {
+            return Err("\"aws_secret_key_file\" needs \"aws_region\"".into());
         }
         inherit(&mut self.bucket, &prev.bucket);
         inherit(&mut self.endpoint, &prev.endpoint);
@@ -466,15 +593,26 @@ impl LocConf {
         }
         inherit(&mut self.sign_at, &prev.sign_at);
 
+        let derive = match (&self.secret, &self.region) {
+            (Some(secret), Some(region)) => Some(Derive {
+                secret: secret.clone(),
+                region: region.clone(),
+                service: self.service.clone().unwrap_or_else(|| "s3".into()),
+                cache: std::cell::RefCell::new(None),
+            }),
+            _ => None,
+        };
         let keys = match (&self.key_file, &self.scope, &self.key) {
             (Some(file), _, _) => Some(file.clone()),
             (None, Some(scope), Some(key)) => Some(vec![(scope.clone(), *key)]),
+            _ if derive.is_some() => Some(Vec::new()),
             _ => None,
         };
         self.signing = match (&self.access_key, keys) {
             (Some(access_key), Some(keys)) => Some(Signing {
                 access_key: access_key.clone(),
                 keys,
+                derive,
                 session_token: self.session_token.clone(),
             }),
             _ => None,

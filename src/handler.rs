@@ -213,22 +213,25 @@ unsafe fn sign_first_buffer(
         }
         let amz_date = ctx.amz_date();
         let day = amz_date.get(..8).unwrap_or("");
-        let Some((scope, key)) = signing.key_for(day) else {
+        let result = signing.with_key(day, |scope, key| {
+            let how = HeadSigning {
+                creds: Credentials {
+                    access_key: &signing.access_key,
+                    scope,
+                    key,
+                },
+                amz_date,
+                payload_hash: EMPTY_PAYLOAD_SHA256,
+                session_token: signing.session_token.as_deref(),
+                rules: Signing::rules(scope),
+            };
+            sign_head(bytes, &how)
+        });
+        let Some(result) = result else {
             log_missing_key(log, ctx.now, day, signing);
             return Err(server_error);
         };
-        let how = HeadSigning {
-            creds: Credentials {
-                access_key: &signing.access_key,
-                scope,
-                key,
-            },
-            amz_date,
-            payload_hash: EMPTY_PAYLOAD_SHA256,
-            session_token: signing.session_token.as_deref(),
-            rules: Signing::rules(scope),
-        };
-        let signed = match sign_head(bytes, &how) {
+        let signed = match result {
             Ok(s) => s,
             Err(e) => {
                 ngx_log_error!(
@@ -357,7 +360,6 @@ pub unsafe fn sign_client_request(r: *mut ngx_http_request_t, ctx: &RequestCtx) 
             None => (target, &b""[..]),
         };
         let amz_date = ctx.amz_date();
-        let (scope, key) = signing.key_for(amz_date.get(..8)?)?;
         let mut headers = vec![
             (&b"host"[..], host.as_bytes()),
             (b"x-amz-content-sha256", EMPTY_PAYLOAD_SHA256.as_bytes()),
@@ -366,23 +368,23 @@ pub unsafe fn sign_client_request(r: *mut ngx_http_request_t, ctx: &RequestCtx) 
         if let Some(t) = signing.session_token.as_deref() {
             headers.push((b"x-amz-security-token", t.as_bytes()));
         }
-        let req = aws_signer::Request {
-            method: str_bytes(&(*r).method_name),
-            path,
-            query,
-            headers: &headers,
-            payload_hash: EMPTY_PAYLOAD_SHA256.as_bytes(),
-            rules: Signing::rules(scope),
-        };
-        let creds = Credentials {
-            access_key: &signing.access_key,
-            scope,
-            key,
-        };
-        Some(
+        signing.with_key(amz_date.get(..8)?, |scope, key| {
+            let req = aws_signer::Request {
+                method: str_bytes(&(*r).method_name),
+                path,
+                query,
+                headers: &headers,
+                payload_hash: EMPTY_PAYLOAD_SHA256.as_bytes(),
+                rules: Signing::rules(scope),
+            };
+            let creds = Credentials {
+                access_key: &signing.access_key,
+                scope,
+                key,
+            };
             aws_signer::sign(&req, &creds, amz_date)
                 .authorization()
-                .to_owned(),
-        )
+                .to_owned()
+        })
     }
 }

@@ -227,3 +227,83 @@ def test_midnight_switches_to_next_days_key(nginx, tmp_path):
         harness.check_signed_request(rec)
     finally:
         srv.shutdown()
+
+
+def secret_file(path: Path, secret: str = harness.SECRET_KEY, mode: int = 0o600) -> Path:
+    path.write_text(secret + "\n")
+    path.chmod(mode)
+    return path
+
+
+def test_secret_mode_signs_and_never_logs_the_secret(nginx, recorder, obj, tmp_path):
+    sf = secret_file(tmp_path / "secret")
+    nginx.write_config(server(nginx, f"aws_secret_key_file {sf};\n        aws_region {harness.REGION};",
+                              recorder.port))
+    nginx.start()
+    for _ in range(2):  # the second request uses the worker's cached key
+        resp = nginx.request("GET", OBJ_PATH)
+        assert resp.status == 200, resp
+        assert resp.body == OBJ_BODY
+        harness.check_signed_request(recorder.last())
+    assert resp.header("x-key-days-left") is None or resp.header("x-key-days-left") == ""
+    log = nginx.error_log()
+    assert harness.SECRET_KEY not in log
+    assert harness.SigningConfig().signing_key_b64 not in log
+
+
+def test_secret_mode_key_equals_key_tool(nginx, tmp_path):
+    """Secret mode derives exactly the key the key tool writes: two
+    locations, one per mode, sign the same request identically."""
+    sf = secret_file(tmp_path / "secret")
+    kf = tmp_path / "keys"
+    subprocess.run([sys.executable, str(KEY_TOOL), "-k", harness.SECRET_KEY, "-r", harness.REGION,
+                    "-d", day(-1), "--days", "3", "-o", str(kf)], check=True)
+    srv = http.server.HTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    try:
+        nginx.write_config(f"""
+    server {{
+        listen 127.0.0.1:{nginx.port};
+        aws_access_key {harness.ACCESS_KEY};
+        location /a/ {{ aws_secret_key_file {sf}; aws_region {harness.REGION}; aws_sign;
+                        proxy_pass http://127.0.0.1:{port}/same/; }}
+        location /b/ {{ aws_signing_key_file {kf}; aws_sign;
+                        proxy_pass http://127.0.0.1:{port}/same/; }}
+    }}""")
+        nginx.start()
+        for _ in range(5):
+            _Echo.seen = []
+            assert nginx.request("GET", "/a/x").status == 200
+            assert nginx.request("GET", "/b/x").status == 200
+            (la, ha), (lb, hb) = _Echo.seen
+            assert la == lb
+            if ha["x-amz-date"] == hb["x-amz-date"]:
+                assert ha["Authorization"] == hb["Authorization"]
+                break
+        else:
+            pytest.fail("the clock moved between the two requests five times")
+    finally:
+        srv.shutdown()
+
+
+@pytest.mark.parametrize("extra, expect", [
+    ("", "aws_region"),
+    ("aws_region us-east-1; aws_signing_key_file {kf};", "one key source"),
+])
+def test_secret_mode_config_errors(make_nginx, tmp_path, extra, expect):
+    ng = make_nginx()
+    sf = secret_file(tmp_path / "secret")
+    kf = key_file(tmp_path / "keys", [day(0)])
+    ng.write_config(server(ng, f"aws_secret_key_file {sf}; " + extra.format(kf=kf), 9))
+    rc, out = ng.test_config()
+    assert rc != 0 and expect in out, out
+
+
+def test_world_readable_secret_file_fails(make_nginx, tmp_path):
+    ng = make_nginx()
+    sf = secret_file(tmp_path / "secret", mode=0o644)
+    ng.write_config(server(ng, f"aws_secret_key_file {sf}; aws_region us-east-1;", 9))
+    rc, out = ng.test_config()
+    assert rc != 0 and "readable by every user" in out and str(sf) in out, out
+    assert harness.SECRET_KEY not in out
