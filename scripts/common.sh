@@ -1,7 +1,7 @@
 # Shared by scripts/demo and scripts/test: installs what is missing and
 # finds the built artefacts. Source it from the repository root.
 
-APT_PACKAGES="libclang-dev libpcre2-dev zlib1g-dev libssl-dev make pkg-config apache2-utils faketime"
+APT_PACKAGES="libclang-dev libpcre2-dev zlib1g-dev libssl-dev make pkg-config apache2-utils faketime wrk"
 S3S_FS_VERSION="0.14.1"
 PY_PACKAGES="pytest botocore"
 

@@ -723,7 +723,7 @@ CONF_TEMPLATE = """\
 master_process on;
 worker_processes 1;
 pid {prefix}/logs/nginx.pid;
-error_log {prefix}/logs/error.log debug;
+error_log {prefix}/logs/error.log {log_level};
 {main}
 events {{
     worker_connections 256;
@@ -783,7 +783,8 @@ class Nginx:
             lm = f"load_module {self.module};\n"
         user = "user root;\n" if os.geteuid() == 0 else ""
         self.conf_text = CONF_TEMPLATE.format(
-            load_module=lm, user=user, prefix=self.prefix, main=main, http=http
+            load_module=lm, user=user, prefix=self.prefix, main=main, http=http,
+            log_level=getattr(self, "log_level", "debug"),
         )
         with open(self.conf_path, "w") as f:
             f.write(self.conf_text)
