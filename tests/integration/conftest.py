@@ -94,11 +94,19 @@ def make_nginx(nginx_bin, tmp_path, request):
 
     yield factory
     crashes = []
+    leaks = []
+    secrets = harness.known_secrets()
     for ng in instances:
         ng.stop()
         crashes += ng.crash_lines()
+        log = ng.error_log()
+        leaks += [name for name, value in secrets.items() if value in log]
     if crashes:
         pytest.fail("nginx worker crashed:\n" + "\n".join(crashes), pytrace=False)
+    if leaks:
+        # Every test's debug-level error log is checked: no secret, signing
+        # key or session token may ever reach it.
+        pytest.fail(f"secret material in nginx's error log: {sorted(set(leaks))}", pytrace=False)
 
 
 @pytest.fixture

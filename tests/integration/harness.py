@@ -152,6 +152,23 @@ class SigningConfig:
         return "\n".join(indent + line for line in lines)
 
 
+SESSION_TOKEN = "FQoGZXIvYXdzEXAMPLE//session+token/with=odd/chars"
+
+
+def known_secrets() -> dict[str, str]:
+    """The secret values the tests hand to nginx, by name: the IAM secret,
+    the signing keys for the days around today (base64 and hex) and the
+    session token. None of them may ever appear in a log."""
+    out = {"secret key": SECRET_KEY, "session token": SESSION_TOKEN}
+    today = _dt.datetime.now(_dt.timezone.utc).date()
+    for offset in range(-2, 8):
+        d = (today + _dt.timedelta(days=offset)).strftime("%Y%m%d")
+        cfg = SigningConfig(date=d)
+        out[f"signing key {d} (base64)"] = cfg.signing_key_b64
+        out[f"signing key {d} (hex)"] = cfg.signing_key.hex()
+    return out
+
+
 def s3_uri_encode(data: bytes, keep_slash: bool = True) -> str:
     """Encode every byte outside A-Za-z0-9-_.~ (and '/' if keep_slash) as %XX."""
     out = []
