@@ -266,6 +266,10 @@ unsafe fn set_value<T>(
     if in_location && (name == "aws_access_key" || name == "aws_signing_key") {
         lc.declared_in_location = true;
     }
+    if let Some(why) = key_source_conflict(lc, &name) {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\": {why}");
+        return NGX_CONF_ERROR;
+    }
     let slot = field(lc);
     if slot.is_some() {
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" directive is duplicate");
@@ -298,23 +302,7 @@ macro_rules! setter {
 
 setter!(set_access_key, access_key, parse_access_key);
 setter!(set_key_scope, scope, parse_scope);
-unsafe extern "C" fn set_signing_key(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: a directive handler's pointers.
-    if unsafe { (*(conf as *const LocConf)).key_file.is_some() } {
-        ngx_conf_log_error!(
-            NGX_LOG_EMERG,
-            cf,
-            "\"aws_signing_key\" and \"aws_signing_key_file\" in the same block: use one"
-        );
-        return NGX_CONF_ERROR;
-    }
-    // SAFETY: a directive handler's pointers.
-    unsafe { set_value(cf, conf, |c| &mut c.key, parse_signing_key) }
-}
+setter!(set_signing_key, key, parse_signing_key);
 setter!(set_s3_bucket, bucket, parse_bucket);
 setter!(set_session_token, session_token, parse_session_token);
 setter!(set_region, region, parse_region);
@@ -368,6 +356,32 @@ fn parse_session_token(v: &[u8]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(v).into_owned())
 }
 
+/// The three ways to give keys exclude each other within one block:
+/// `aws_key_scope` + `aws_signing_key`, `aws_signing_key_file`,
+/// `aws_secret_key_file`. Returns why `directive` conflicts, if it does.
+fn key_source_conflict(lc: &LocConf, directive: &str) -> Option<String> {
+    let single = lc.key.is_some() || lc.scope.is_some();
+    let others = match directive {
+        "aws_signing_key" | "aws_key_scope" => [
+            ("aws_signing_key_file", lc.key_file.is_some()),
+            ("aws_secret_key_file", lc.secret.is_some()),
+        ],
+        "aws_signing_key_file" => [
+            ("aws_signing_key", single),
+            ("aws_secret_key_file", lc.secret.is_some()),
+        ],
+        "aws_secret_key_file" => [
+            ("aws_signing_key", single),
+            ("aws_signing_key_file", lc.key_file.is_some()),
+        ],
+        _ => return None,
+    };
+    let (other, _) = others.iter().find(|(_, set)| *set)?;
+    Some(format!(
+        "this block already has \"{other}\": one key source per block (aws_signing_key with aws_key_scope, aws_signing_key_file or aws_secret_key_file)"
+    ))
+}
+
 /// Reads a secret-bearing file named in the configuration: relative names
 /// are taken from nginx's configuration prefix; the file must not be
 /// readable by others.
@@ -410,6 +424,10 @@ unsafe fn set_from_file<T>(
     // SAFETY: see the contract.
     let (lc, a) = unsafe { (&mut *(conf as *mut LocConf), args(cf)) };
     let name = String::from_utf8_lossy(bytes(&a[0])).into_owned();
+    if let Some(why) = key_source_conflict(lc, &name) {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\": {why}");
+        return NGX_CONF_ERROR;
+    }
     if field(lc).is_some() {
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" directive is duplicate");
         return NGX_CONF_ERROR;
@@ -434,15 +452,6 @@ unsafe extern "C" fn set_signing_key_file(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: a directive handler's pointers.
-    if unsafe { (*(conf as *const LocConf)).key.is_some() } {
-        ngx_conf_log_error!(
-            NGX_LOG_EMERG,
-            cf,
-            "\"aws_signing_key_file\" and \"aws_signing_key\" in the same block: use one"
-        );
-        return NGX_CONF_ERROR;
-    }
     // SAFETY: a directive handler's pointers.
     unsafe { set_from_file(cf, conf, |c| &mut c.key_file, load_key_file) }
 }
@@ -557,17 +566,6 @@ impl LocConf {
         let own_file = self.key_file.is_some();
         let own_key = self.key.is_some() || self.scope.is_some();
         let own_secret = self.secret.is_some();
-        if [own_file, own_key, own_secret]
-            .iter()
-            .filter(|b| **b)
-            .count()
-            > 1
-        {
-            return Err(
-                "one key source per block: aws_signing_key (with aws_key_scope), aws_signing_key_file or aws_secret_key_file"
-                    .into(),
-            );
-        }
         inherit(&mut self.region, &prev.region);
         inherit(&mut self.service, &prev.service);
         inherit(&mut self.access_key, &prev.access_key);
