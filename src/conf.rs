@@ -21,6 +21,8 @@ use ngx::ffi::{
 };
 use ngx::{ngx_conf_log_error, ngx_string};
 
+use crate::ngx_bytes;
+
 /// A credential set complete enough to sign with.
 pub struct Signing {
     pub access_key: String,
@@ -236,14 +238,6 @@ unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
     }
 }
 
-fn bytes(s: &ngx_str_t) -> &[u8] {
-    if s.len == 0 || s.data.is_null() {
-        return &[];
-    }
-    // SAFETY: a non-empty ngx_str_t from the config parser points to `len` bytes.
-    unsafe { std::slice::from_raw_parts(s.data, s.len) }
-}
-
 /// Runs a directive handler body: parses the one argument with `parse`,
 /// refuses duplicates, stores the value; errors become `[emerg]` lines.
 ///
@@ -260,7 +254,7 @@ unsafe fn set_value<T>(
     let lc = unsafe { &mut *(conf as *mut LocConf) };
     // SAFETY: see the function contract.
     let a = unsafe { args(cf) };
-    let name = String::from_utf8_lossy(bytes(&a[0])).into_owned();
+    let name = String::from_utf8_lossy(ngx_bytes(&a[0])).into_owned();
     // SAFETY: cf is valid; cmd_type tells the block being read.
     let in_location = unsafe { (*cf).cmd_type } & NGX_HTTP_LOC_CONF as ngx_uint_t != 0;
     if in_location && (name == "aws_access_key" || name == "aws_signing_key") {
@@ -275,7 +269,7 @@ unsafe fn set_value<T>(
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" directive is duplicate");
         return NGX_CONF_ERROR;
     }
-    match parse(bytes(&a[1])) {
+    match parse(ngx_bytes(&a[1])) {
         Ok(v) => {
             *slot = Some(v);
             NGX_CONF_OK
@@ -394,7 +388,7 @@ unsafe fn read_secret_file(cf: *mut ngx_conf_t, name: &[u8]) -> Result<(String, 
         std::path::PathBuf::from(&name)
     } else {
         // SAFETY: cf->cycle is valid while the configuration is read.
-        let prefix = unsafe { bytes(&(*(*cf).cycle).conf_prefix) };
+        let prefix = unsafe { ngx_bytes(&(*(*cf).cycle).conf_prefix) };
         std::path::Path::new(&*String::from_utf8_lossy(prefix)).join(&name)
     };
     let shown = path.display().to_string();
@@ -423,7 +417,7 @@ unsafe fn set_from_file<T>(
 ) -> *mut c_char {
     // SAFETY: see the contract.
     let (lc, a) = unsafe { (&mut *(conf as *mut LocConf), args(cf)) };
-    let name = String::from_utf8_lossy(bytes(&a[0])).into_owned();
+    let name = String::from_utf8_lossy(ngx_bytes(&a[0])).into_owned();
     if let Some(why) = key_source_conflict(lc, &name) {
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\": {why}");
         return NGX_CONF_ERROR;
@@ -433,7 +427,7 @@ unsafe fn set_from_file<T>(
         return NGX_CONF_ERROR;
     }
     // SAFETY: cf is valid.
-    let loaded = unsafe { read_secret_file(cf, bytes(&a[1])) }
+    let loaded = unsafe { read_secret_file(cf, ngx_bytes(&a[1])) }
         .and_then(|(shown, text)| load(cf, &shown, &text));
     match loaded {
         Ok(v) => {
@@ -524,7 +518,7 @@ unsafe extern "C" fn set_sign(
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"aws_sign\" directive is duplicate");
         return NGX_CONF_ERROR;
     }
-    let on = match a.get(1).map(bytes) {
+    let on = match a.get(1).map(ngx_bytes) {
         None => true,
         Some(v) if v.eq_ignore_ascii_case(b"on") => true,
         Some(v) if v.eq_ignore_ascii_case(b"off") => false,
@@ -545,7 +539,7 @@ unsafe extern "C" fn set_sign(
         (!file.is_null()).then(|| {
             format!(
                 "{}:{}",
-                String::from_utf8_lossy(bytes(&(*file).file.name)),
+                String::from_utf8_lossy(ngx_bytes(&(*file).file.name)),
                 (*file).line
             )
         })

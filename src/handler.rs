@@ -11,7 +11,7 @@
 use std::ffi::c_void;
 use std::ptr;
 
-use aws_signer::wire::{header_value, parse_head, sign_head, HeadSigning};
+use aws_signer::wire::{header_value, parse_head, sign_head, signed_headers, HeadSigning};
 use aws_signer::{Credentials, EMPTY_PAYLOAD_SHA256};
 use ngx::core::Status;
 use ngx::ffi::{
@@ -22,7 +22,7 @@ use ngx::ffi::{
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
 use crate::conf::Signing;
-use crate::{loc_conf, request_ctx, RequestCtx};
+use crate::{loc_conf, ngx_bytes, request_ctx, RequestCtx};
 
 /// Placeholder value of `$s3_auth_token` while the proxy builds the head;
 /// the filter removes it. Should it ever reach S3, S3 refuses it.
@@ -54,7 +54,7 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
                 NGX_LOG_INFO,
                 log,
                 "aws_sign: method \"{}\" is not signed (GET and HEAD only), answering 405",
-                String::from_utf8_lossy(str_bytes(&(*r).method_name))
+                String::from_utf8_lossy(ngx_bytes(&(*r).method_name))
             );
             return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
         }
@@ -63,20 +63,12 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
                 NGX_LOG_INFO,
                 log,
                 "aws_sign: a {} request with a body cannot be signed, answering 400",
-                String::from_utf8_lossy(str_bytes(&(*r).method_name))
+                String::from_utf8_lossy(ngx_bytes(&(*r).method_name))
             );
             return NGX_HTTP_BAD_REQUEST as ngx_int_t;
         }
     }
     Status::NGX_DECLINED.into()
-}
-
-fn str_bytes(s: &ngx_str_t) -> &[u8] {
-    if s.len == 0 || s.data.is_null() {
-        return &[];
-    }
-    // SAFETY: a non-empty ngx_str_t of a live request points to len bytes.
-    unsafe { std::slice::from_raw_parts(s.data, s.len) }
 }
 
 /// Arms the signing filter on the upstream request being built, if any.
@@ -95,7 +87,7 @@ pub unsafe fn arm_upstream_filter(r: *mut ngx_http_request_t) {
         }
         // Only the proxy module builds HTTP heads ("http://", "https://");
         // fastcgi, uwsgi, scgi, grpc and memcached upstreams are left alone.
-        if !str_bytes(&(*u).schema).starts_with(b"http") {
+        if !ngx_bytes(&(*u).schema).starts_with(b"http") {
             return;
         }
         if request_ctx(r).is_none() {
@@ -354,23 +346,21 @@ pub unsafe fn sign_client_request(r: *mut ngx_http_request_t, ctx: &RequestCtx) 
             Some(b) => format!("{b}.{}", lc.endpoint()),
             None => lc.endpoint().to_owned(),
         };
-        let target = str_bytes(&(*r).unparsed_uri);
+        let target = ngx_bytes(&(*r).unparsed_uri);
         let (path, query) = match target.iter().position(|&c| c == b'?') {
             Some(i) => (&target[..i], &target[i + 1..]),
             None => (target, &b""[..]),
         };
         let amz_date = ctx.amz_date();
-        let mut headers = vec![
-            (&b"host"[..], host.as_bytes()),
-            (b"x-amz-content-sha256", EMPTY_PAYLOAD_SHA256.as_bytes()),
-            (b"x-amz-date", amz_date.as_bytes()),
-        ];
-        if let Some(t) = signing.session_token.as_deref() {
-            headers.push((b"x-amz-security-token", t.as_bytes()));
-        }
+        let headers = signed_headers(
+            host.as_bytes(),
+            EMPTY_PAYLOAD_SHA256,
+            amz_date,
+            signing.session_token.as_deref(),
+        );
         signing.with_key(amz_date.get(..8)?, |scope, key| {
             let req = aws_signer::Request {
-                method: str_bytes(&(*r).method_name),
+                method: ngx_bytes(&(*r).method_name),
                 path,
                 query,
                 headers: &headers,

@@ -175,6 +175,16 @@ pub unsafe fn request_ctx(r: *mut ngx_http_request_t) -> Option<&'static mut Req
     }
 }
 
+/// The bytes of an nginx string (empty for a NULL or empty one).
+pub fn ngx_bytes(s: &ngx_str_t) -> &[u8] {
+    if s.len == 0 || s.data.is_null() {
+        return &[];
+    }
+    // SAFETY: nginx strings handed to the module (config arguments, request
+    // fields) point to `len` readable bytes for at least as long as `s`.
+    unsafe { std::slice::from_raw_parts(s.data, s.len) }
+}
+
 /// Today's UTC date, `YYYYMMDD`, from nginx's clock.
 pub fn today_utc() -> String {
     // SAFETY: ngx_cached_time always points to a valid time slot.

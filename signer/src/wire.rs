@@ -172,6 +172,26 @@ pub fn strict_target(path: &[u8], query: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (p, q)
 }
 
+/// The headers this crate signs, in canonical order: `host`,
+/// `x-amz-content-sha256`, `x-amz-date` and, with a session token,
+/// `x-amz-security-token`.
+pub fn signed_headers<'a>(
+    host: &'a [u8],
+    payload_hash: &'a str,
+    amz_date: &'a str,
+    session_token: Option<&'a str>,
+) -> Vec<(&'a [u8], &'a [u8])> {
+    let mut h: Vec<(&[u8], &[u8])> = vec![
+        (b"host", host),
+        (b"x-amz-content-sha256", payload_hash.as_bytes()),
+        (b"x-amz-date", amz_date.as_bytes()),
+    ];
+    if let Some(token) = session_token {
+        h.push((b"x-amz-security-token", token.as_bytes()));
+    }
+    h
+}
+
 /// True for header names the signer owns: `Authorization` and every `x-amz-*`.
 pub fn is_owned_header(name: &[u8]) -> bool {
     name.eq_ignore_ascii_case(b"authorization")
@@ -201,14 +221,7 @@ pub fn sign_head(bytes: &[u8], how: &HeadSigning<'_>) -> Result<SignedHead, Head
     if hosts.len() != 1 {
         return Err(HeadError::Host(hosts.len()));
     }
-    let mut to_sign: Vec<(&[u8], &[u8])> = vec![
-        (b"host", hosts[0]),
-        (b"x-amz-content-sha256", how.payload_hash.as_bytes()),
-        (b"x-amz-date", how.amz_date.as_bytes()),
-    ];
-    if let Some(token) = how.session_token {
-        to_sign.push((b"x-amz-security-token", token.as_bytes()));
-    }
+    let to_sign = signed_headers(hosts[0], how.payload_hash, how.amz_date, how.session_token);
     let (path, query) = match how.rules {
         PathRules::S3 => strict_target(head.path, head.query),
         PathRules::Generic { .. } => (head.path.to_vec(), head.query.to_vec()),
