@@ -78,6 +78,20 @@ def find_module() -> str:
     return os.path.abspath(os.environ.get("NGX_MODULE", DEFAULT_MODULE))
 
 
+def stop_process(proc: subprocess.Popen, *signals: int, wait: float = 5.0) -> None:
+    """Send each signal in turn, waiting `wait` seconds after each; kill
+    the process if it is still running after the last one."""
+    for sig in signals:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    proc.kill()
+    proc.wait()
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -688,12 +702,7 @@ class S3Server:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc, signal.SIGTERM)
         if getattr(self, "_log", None):
             self._log.close()
 
@@ -839,16 +848,7 @@ class Nginx:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            stop_process(self.proc, signal.SIGQUIT, signal.SIGTERM)  # graceful first
         if getattr(self, "_stdio", None):
             self._stdio.close()
             self._stdio = None
