@@ -15,9 +15,9 @@ use aws_signer::config::{
 use aws_signer::{PathRules, Scope, SigningKey};
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
-    NGX_LOG_EMERG, NGX_LOG_WARN,
+    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_NOARGS,
+    NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN,
 };
 use ngx::{ngx_conf_log_error, ngx_string};
 
@@ -104,6 +104,15 @@ impl Signing {
     }
 }
 
+/// How a request names its bucket (`aws_s3_addressing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addressing {
+    /// `Host: bucket.endpoint`, path `/key`.
+    Virtual,
+    /// `Host: endpoint`, path `/bucket/key`.
+    Path,
+}
+
 /// Per-location configuration as written; `None` means "not set here".
 #[derive(Default)]
 pub struct LocConf {
@@ -118,6 +127,14 @@ pub struct LocConf {
     pub bucket: Option<String>,
     pub endpoint: Option<String>,
     pub sign: Option<bool>,
+    /// `aws_s3_addressing`; `None` accepts either style.
+    pub addressing: Option<Addressing>,
+    /// `aws_forward_amz_headers`: lowercase client `x-amz-*` names kept
+    /// and signed (empty: `none`).
+    pub forward: Option<Vec<String>>,
+    /// `$aws_s3_host`, computed at merge: `bucket.endpoint` for
+    /// virtual-host addressing, the endpoint for path style.
+    pub s3_host: String,
     /// Where `aws_sign` was written, for messages given at merge time.
     sign_at: Option<String>,
     /// `aws_access_key` or `aws_signing_key` is written in this very
@@ -140,6 +157,17 @@ impl LocConf {
     /// The endpoint, default `s3.amazonaws.com`.
     pub fn endpoint(&self) -> &str {
         self.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT)
+    }
+
+    /// The addressing style in effect: as set, else virtual-host (the C
+    /// module's) when a bucket is known.
+    pub fn addressing(&self) -> Addressing {
+        self.addressing.unwrap_or(Addressing::Virtual)
+    }
+
+    /// The client `x-amz-*` headers to keep and sign.
+    pub fn forward(&self) -> &[String] {
+        self.forward.as_deref().unwrap_or(&[])
     }
 }
 
@@ -181,7 +209,7 @@ const fn command(name: ngx_str_t, args: u32, set: SetFn) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 13] = [
+pub static mut COMMANDS: [ngx_command_t; 15] = [
     command(
         ngx_string!("aws_access_key"),
         NGX_CONF_TAKE1,
@@ -217,6 +245,16 @@ pub static mut COMMANDS: [ngx_command_t; 13] = [
     ),
     command(ngx_string!("aws_s3_bucket"), NGX_CONF_TAKE1, set_s3_bucket),
     command(ngx_string!("aws_endpoint"), NGX_CONF_TAKE1, set_endpoint),
+    command(
+        ngx_string!("aws_s3_addressing"),
+        NGX_CONF_TAKE1,
+        set_s3_addressing,
+    ),
+    command(
+        ngx_string!("aws_forward_amz_headers"),
+        NGX_CONF_1MORE,
+        set_forward_amz_headers,
+    ),
     command(
         ngx_string!("aws_sign"),
         NGX_CONF_NOARGS | NGX_CONF_TAKE1,
@@ -504,6 +542,79 @@ unsafe extern "C" fn set_session_token_file(
     }
 }
 setter!(set_endpoint, endpoint, parse_endpoint);
+setter!(set_s3_addressing, addressing, parse_addressing);
+
+fn parse_addressing(v: &[u8]) -> Result<Addressing, String> {
+    match v {
+        b"virtual" => Ok(Addressing::Virtual),
+        b"path" => Ok(Addressing::Path),
+        _ => Err(format!(
+            "invalid value \"{}\", it must be \"virtual\" (Host: bucket.endpoint) or \"path\" (Host: endpoint, path /bucket/key)",
+            String::from_utf8_lossy(v)
+        )),
+    }
+}
+
+unsafe extern "C" fn set_forward_amz_headers(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf was allocated by create_loc_conf as a LocConf; cf is a
+    // directive handler's conf.
+    let (lc, a) = unsafe { (&mut *(conf as *mut LocConf), args(cf)) };
+    if lc.forward.is_some() {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"aws_forward_amz_headers\" directive is duplicate"
+        );
+        return NGX_CONF_ERROR;
+    }
+    let values: Vec<&[u8]> = a[1..].iter().map(ngx_bytes).collect();
+    match parse_forward(&values) {
+        Ok(list) => {
+            lc.forward = Some(list);
+            NGX_CONF_OK
+        }
+        Err(why) => {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"aws_forward_amz_headers\": {why}");
+            NGX_CONF_ERROR
+        }
+    }
+}
+
+/// `none`, or a list of `x-amz-*` header names other than the ones the
+/// module sets itself.
+fn parse_forward(values: &[&[u8]]) -> Result<Vec<String>, String> {
+    if values == [b"none"] {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for v in values {
+        let shown = String::from_utf8_lossy(v);
+        let token = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+        if *v == b"none" {
+            return Err("\"none\" cannot be combined with header names".into());
+        }
+        if !v.iter().all(token) || !aws_signer::wire::is_owned_header(v) {
+            return Err(format!(
+                "\"{shown}\" is not an x-amz-* header name (other headers are forwarded as usual)"
+            ));
+        }
+        if !aws_signer::wire::is_forwardable(v) {
+            return Err(format!(
+                "\"{shown}\" is set by the module itself and cannot be forwarded"
+            ));
+        }
+        let lower = shown.to_ascii_lowercase();
+        if out.contains(&lower) {
+            return Err(format!("\"{shown}\" is listed twice"));
+        }
+        out.push(lower);
+    }
+    Ok(out)
+}
 
 unsafe extern "C" fn set_sign(
     cf: *mut ngx_conf_t,
@@ -579,6 +690,24 @@ impl LocConf {
         }
         inherit(&mut self.bucket, &prev.bucket);
         inherit(&mut self.endpoint, &prev.endpoint);
+        inherit(&mut self.addressing, &prev.addressing);
+        inherit(&mut self.forward, &prev.forward);
+        self.s3_host = match (&self.bucket, self.addressing()) {
+            (Some(b), Addressing::Virtual) => format!("{b}.{}", self.endpoint()),
+            _ => self.endpoint().to_owned(),
+        };
+        if self.addressing == Some(Addressing::Virtual) && self.bucket.is_some() {
+            let host = self
+                .endpoint()
+                .rsplit_once(':')
+                .map_or(self.endpoint(), |(h, _)| h);
+            if host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok() {
+                return Err(format!(
+                    "\"aws_s3_addressing virtual\" needs a DNS name in \"aws_endpoint\", not the address \"{}\"; use \"aws_s3_addressing path\"",
+                    self.endpoint()
+                ));
+            }
+        }
         inherit(&mut self.sign, &prev.sign);
         if self.sign.is_none() && self.declared_in_location {
             self.sign = Some(true);

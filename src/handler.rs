@@ -21,7 +21,7 @@ use ngx::ffi::{
 };
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
-use crate::conf::Signing;
+use crate::conf::{Addressing, Signing};
 use crate::{loc_conf, ngx_bytes, request_ctx, RequestCtx};
 
 /// Placeholder value of `$s3_auth_token` while the proxy builds the head;
@@ -107,7 +107,7 @@ unsafe extern "C" fn sign_filter(data: *mut c_void, input: *mut ngx_chain_t) -> 
     unsafe {
         let u = (*r).upstream;
         if let Some(ctx) = request_ctx(r) {
-            if !ctx.head_signed && !input.is_null() {
+            if ctx.signed_upstream != u && !input.is_null() {
                 if let Err(status) = sign_first_buffer(r, ctx, input) {
                     // A status code survives ngx_output_chain only on its
                     // short path (a single buffer); NGX_ERROR always does.
@@ -117,7 +117,7 @@ unsafe extern "C" fn sign_filter(data: *mut c_void, input: *mut ngx_chain_t) -> 
                         Status::NGX_ERROR.into()
                     };
                 }
-                ctx.head_signed = true;
+                ctx.signed_upstream = u;
             }
         } else {
             return Status::NGX_ERROR.into();
@@ -192,14 +192,8 @@ unsafe fn sign_first_buffer(
             return Err(NGX_HTTP_BAD_REQUEST as ngx_int_t);
         }
         if let Some(bucket) = lc.bucket.as_deref() {
-            if let Some(why) = wrong_host_for_bucket(&head, bucket) {
-                ngx_log_error!(
-                    NGX_LOG_ERR,
-                    log,
-                    "aws_auth: {why}; send Host \"{bucket}.{}\" (proxy_pass http://{bucket}.{}; or proxy_set_header Host) or a path starting with /{bucket}/",
-                    lc.endpoint(),
-                    lc.endpoint()
-                );
+            if let Some(why) = wrong_bucket(&head, bucket, lc.addressing, lc.endpoint()) {
+                ngx_log_error!(NGX_LOG_ERR, log, "aws_auth: {why}");
                 return Err(server_error);
             }
         }
@@ -216,6 +210,7 @@ unsafe fn sign_first_buffer(
                 payload_hash: EMPTY_PAYLOAD_SHA256,
                 session_token: signing.session_token.as_deref(),
                 rules: Signing::rules(scope),
+                forward: lc.forward(),
             };
             sign_head(bytes, &how)
         });
@@ -301,11 +296,17 @@ fn log_missing_key(log: *mut ngx::ffi::ngx_log_t, now: i64, day: &str, signing: 
     );
 }
 
-/// With `aws_s3_bucket` set, the request must address that bucket, either
-/// virtual-host style (`Host: bucket.endpoint`, or the bucket name itself as
-/// a CNAME) or path style (`/bucket/...`). Otherwise S3 would answer for
+/// With `aws_s3_bucket` set, the request must address that bucket, the way
+/// `aws_s3_addressing` says, or either way when it is not set:
+/// virtual-host style (`Host: bucket.endpoint`, or the bucket name itself
+/// as a CNAME) or path style (`/bucket/...`). Otherwise S3 would answer for
 /// another bucket, or not at all: say so instead of sending it.
-fn wrong_host_for_bucket(head: &aws_signer::wire::Head<'_>, bucket: &str) -> Option<String> {
+fn wrong_bucket(
+    head: &aws_signer::wire::Head<'_>,
+    bucket: &str,
+    addressing: Option<Addressing>,
+    endpoint: &str,
+) -> Option<String> {
     let host = header_value(head, b"host")?;
     let name = match host.iter().rposition(|&c| c == b':') {
         Some(i) if !host.ends_with(b"]") => &host[..i],
@@ -317,19 +318,31 @@ fn wrong_host_for_bucket(head: &aws_signer::wire::Head<'_>, bucket: &str) -> Opt
             && name[..b.len()].eq_ignore_ascii_case(b)
             && name[b.len()] == b'.');
     let path = head.path;
-    let path_style = path.len() > b.len()
-        && path[1..].starts_with(b)
-        && matches!(path.get(b.len() + 1), None | Some(b'/') | Some(b'?'))
-        || path.get(1..) == Some(b);
-    if virtual_host || path_style {
-        None
-    } else {
-        Some(format!(
-            "the upstream request (Host \"{}\", path \"{}\") does not address bucket \"{bucket}\"",
-            String::from_utf8_lossy(host),
-            String::from_utf8_lossy(&path[..path.len().min(64)])
-        ))
+    let path_style =
+        path.get(1..b.len() + 1) == Some(b) && matches!(path.get(b.len() + 1), None | Some(b'/'));
+    let (ok, want) = match addressing {
+        Some(Addressing::Virtual) => (
+            virtual_host,
+            format!("virtual-host addressing (aws_s3_addressing virtual) needs Host \"{bucket}.{endpoint}\": proxy_pass http://{bucket}.{endpoint}; or proxy_set_header Host $aws_s3_host;"),
+        ),
+        Some(Addressing::Path) => (
+            path_style,
+            format!("path addressing (aws_s3_addressing path) needs a path starting with /{bucket}/: proxy_pass http://{endpoint}/{bucket}/; or a rewrite"),
+        ),
+        None => (
+            virtual_host || path_style,
+            format!("send Host \"{bucket}.{endpoint}\" or a path starting with /{bucket}/"),
+        ),
+    };
+    if ok {
+        return None;
     }
+    let shown = &path[..path.len().min(64)];
+    Some(format!(
+        "the upstream request (Host \"{}\", path \"{}\") does not address bucket \"{bucket}\"; {want}",
+        String::from_utf8_lossy(host),
+        String::from_utf8_lossy(shown)
+    ))
 }
 
 /// The `Authorization` value for the client's own request line, signed for
@@ -342,18 +355,23 @@ pub unsafe fn sign_client_request(r: *mut ngx_http_request_t, ctx: &RequestCtx) 
     unsafe {
         let lc = loc_conf(r)?;
         let signing = lc.signing.as_ref()?;
-        let host = match &lc.bucket {
-            Some(b) => format!("{b}.{}", lc.endpoint()),
-            None => lc.endpoint().to_owned(),
-        };
+        let host = lc.s3_host.as_bytes();
         let target = ngx_bytes(&(*r).unparsed_uri);
         let (path, query) = match target.iter().position(|&c| c == b'?') {
             Some(i) => (&target[..i], &target[i + 1..]),
             None => (target, &b""[..]),
         };
+        let prefixed;
+        let path = match (&lc.bucket, lc.addressing()) {
+            (Some(b), Addressing::Path) => {
+                prefixed = [b"/", b.as_bytes(), path].concat();
+                &prefixed[..]
+            }
+            _ => path,
+        };
         let amz_date = ctx.amz_date();
         let headers = signed_headers(
-            host.as_bytes(),
+            host,
             EMPTY_PAYLOAD_SHA256,
             amz_date,
             signing.session_token.as_deref(),

@@ -127,8 +127,9 @@ pub struct RequestCtx {
     pub amz_date: [u8; 16],
     /// The `Authorization` value sent upstream, once signed (pool memory).
     pub authorization: ngx_str_t,
-    /// The upstream request head has been signed.
-    pub head_signed: bool,
+    /// The upstream whose request head has been signed (retries resend
+    /// the same, already signed, buffer); NULL before any.
+    pub signed_upstream: *mut ngx::ffi::ngx_http_upstream_t,
 }
 
 impl RequestCtx {
@@ -168,7 +169,7 @@ pub unsafe fn request_ctx(r: *mut ngx_http_request_t) -> Option<&'static mut Req
                 len: 0,
                 data: ptr::null_mut(),
             },
-            head_signed: false,
+            signed_upstream: ptr::null_mut(),
         });
         *slot = p as *mut c_void;
         Some(&mut *p)

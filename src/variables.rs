@@ -7,7 +7,12 @@
 //! | `$aws_date` | the `x-amz-date` value (`YYYYMMDDTHHMMSSZ`) |
 //! | `$aws_content_sha256` | the `x-amz-content-sha256` value |
 //!
-//! All three are empty in a location without a complete credential set.
+//! | `$aws_security_token` | the session token, if any |
+//! | `$aws_key_days_left` | days of key coverage left after today |
+//! | `$aws_s3_host` | `bucket.endpoint` (virtual-host addressing) or the endpoint (path) |
+//! | `$aws_s3_uri` | `$uri` in S3's strict encoding, `/bucket` first for path addressing |
+//!
+//! The first three are empty in a location without a complete credential set.
 //! Evaluated while the proxy module builds the upstream request (that is,
 //! from `proxy_set_header`), any of them arms the signing filter, which
 //! signs the request exactly as it is sent.
@@ -38,8 +43,10 @@ const DATE: usize = 0;
 const CONTENT_SHA256: usize = 1;
 const SECURITY_TOKEN: usize = 2;
 const KEY_DAYS_LEFT: usize = 3;
+const S3_HOST: usize = 0;
+const S3_URI: usize = 1;
 
-const VARS: [VarDef; 5] = [
+const VARS: [VarDef; 7] = [
     VarDef {
         name: ngx_string!("s3_auth_token"),
         get: auth_token_variable,
@@ -64,6 +71,16 @@ const VARS: [VarDef; 5] = [
         name: ngx_string!("aws_key_days_left"),
         get: key_info_variable,
         data: KEY_DAYS_LEFT,
+    },
+    VarDef {
+        name: ngx_string!("aws_s3_host"),
+        get: s3_address_variable,
+        data: S3_HOST,
+    },
+    VarDef {
+        name: ngx_string!("aws_s3_uri"),
+        get: s3_address_variable,
+        data: S3_URI,
     },
 ];
 
@@ -235,6 +252,57 @@ unsafe extern "C" fn key_info_variable(
                 Status::NGX_OK.into()
             }
         }
+    }
+}
+
+/// `$aws_s3_host` and `$aws_s3_uri`: where the bucket's objects are, by
+/// `aws_s3_bucket`, `aws_endpoint` and `aws_s3_addressing`. `$aws_s3_uri`
+/// is `$uri` (decoded, after any rewrite) in S3's strict encoding, led by
+/// `/bucket` under path addressing, so that
+/// `proxy_pass https://$aws_s3_host$aws_s3_uri$is_args$args;` sends every
+/// key as S3 names it. Neither arms the signing filter.
+unsafe extern "C" fn s3_address_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    data: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx calls get handlers with a live request and a value slot;
+    // the configuration outlives the request.
+    unsafe {
+        let Some(lc) = loc_conf(r) else {
+            set_empty(v);
+            return Status::NGX_OK.into();
+        };
+        if data == S3_HOST {
+            set_value(v, lc.s3_host.as_ptr(), lc.s3_host.len());
+            return Status::NGX_OK.into();
+        }
+        let prefix: &[u8] = match (&lc.bucket, lc.addressing()) {
+            (Some(b), crate::conf::Addressing::Path) => b.as_bytes(),
+            _ => b"",
+        };
+        let uri = crate::ngx_bytes(&(*r).uri);
+        let extra = if prefix.is_empty() {
+            0
+        } else {
+            prefix.len() + 1
+        };
+        let len = extra + aws_signer::encoded_len(uri, true);
+        let p = ngx_palloc((*r).pool, len.max(1)) as *mut u8;
+        if p.is_null() {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: p points to len writable bytes of the request pool.
+        let out = std::slice::from_raw_parts_mut(p, len);
+        if extra > 0 {
+            out[0] = b'/';
+            out[1..extra].copy_from_slice(prefix);
+        }
+        match aws_signer::encode_to_slice(uri, true, &mut out[extra..]) {
+            Some(n) => set_value(v, p, extra + n),
+            None => return Status::NGX_ERROR.into(),
+        }
+        Status::NGX_OK.into()
     }
 }
 

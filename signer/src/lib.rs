@@ -364,6 +364,41 @@ pub fn encode_into(bytes: &[u8], keep_slash: bool, out: &mut Vec<u8>) {
     }
 }
 
+/// The length [`encode_into`] would append for `bytes`.
+pub fn encoded_len(bytes: &[u8], keep_slash: bool) -> usize {
+    bytes
+        .iter()
+        .map(|&b| {
+            if is_unreserved(b) || (keep_slash && b == b'/') {
+                1
+            } else {
+                3
+            }
+        })
+        .sum()
+}
+
+/// [`encode_into`] into a slice of exactly [`encoded_len`] bytes (memory
+/// the caller owns, such as an nginx pool); returns the bytes written, or
+/// `None` when `out` is too short.
+pub fn encode_to_slice(bytes: &[u8], keep_slash: bool, out: &mut [u8]) -> Option<usize> {
+    let mut n = 0;
+    for &b in bytes {
+        if is_unreserved(b) || (keep_slash && b == b'/') {
+            *out.get_mut(n)? = b;
+            n += 1;
+        } else {
+            out.get_mut(n..n + 3)?.copy_from_slice(&[
+                b'%',
+                HEX_UPPER[(b >> 4) as usize],
+                HEX_UPPER[(b & 15) as usize],
+            ]);
+            n += 3;
+        }
+    }
+    Some(n)
+}
+
 fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -555,6 +590,19 @@ pub fn write_canonical_headers(headers: &[(&[u8], &[u8])], out: &mut Vec<u8>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encode_to_slice_matches_encode_into() {
+        let input = "/a b/+ü~(x)%2F".as_bytes();
+        for keep in [true, false] {
+            let mut v = Vec::new();
+            encode_into(input, keep, &mut v);
+            let mut buf = vec![0u8; encoded_len(input, keep)];
+            assert_eq!(encode_to_slice(input, keep, &mut buf), Some(v.len()));
+            assert_eq!(buf, v);
+            assert_eq!(encode_to_slice(input, keep, &mut buf[1..]), None);
+        }
+    }
 
     #[test]
     fn scope_parts() {

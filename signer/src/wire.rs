@@ -34,6 +34,11 @@ pub struct HeadSigning<'a> {
     pub session_token: Option<&'a str>,
     /// Canonical URI rules.
     pub rules: PathRules,
+    /// Lowercase names of `x-amz-*` headers already in the head that are
+    /// kept and signed instead of dropped (`aws_forward_amz_headers`).
+    /// Names the signer sets itself (`x-amz-date`, `x-amz-content-sha256`,
+    /// `x-amz-security-token`) are always dropped.
+    pub forward: &'a [String],
 }
 
 /// Why a head could not be signed.
@@ -221,7 +226,15 @@ pub fn sign_head(bytes: &[u8], how: &HeadSigning<'_>) -> Result<SignedHead, Head
     if hosts.len() != 1 {
         return Err(HeadError::Host(hosts.len()));
     }
-    let to_sign = signed_headers(hosts[0], how.payload_hash, how.amz_date, how.session_token);
+    let mut to_sign = signed_headers(hosts[0], how.payload_hash, how.amz_date, how.session_token);
+    let keep = |name: &[u8]| {
+        !is_owned_header(name) || (is_forwardable(name) && is_listed(name, how.forward))
+    };
+    for (name, value, _) in &head.headers {
+        if is_owned_header(name) && keep(name) {
+            to_sign.push((name, value));
+        }
+    }
     let (path, query) = match how.rules {
         PathRules::S3 => strict_target(head.path, head.query),
         PathRules::Generic { .. } => (head.path.to_vec(), head.query.to_vec()),
@@ -248,10 +261,10 @@ pub fn sign_head(bytes: &[u8], how: &HeadSigning<'_>) -> Result<SignedHead, Head
     out.extend_from_slice(b"\r\n");
     let mut dropped = 0;
     for (name, _, line) in &head.headers {
-        if is_owned_header(name) {
-            dropped += 1;
-        } else {
+        if keep(name) {
             out.extend_from_slice(line);
+        } else {
+            dropped += 1;
         }
     }
     for (name, value) in [
@@ -275,6 +288,25 @@ pub fn sign_head(bytes: &[u8], how: &HeadSigning<'_>) -> Result<SignedHead, Head
     })
 }
 
+/// True for the `x-amz-*` names a client may have forwarded and signed:
+/// every one but those the signer sets itself.
+pub fn is_forwardable(name: &[u8]) -> bool {
+    is_owned_header(name)
+        && !name.eq_ignore_ascii_case(b"authorization")
+        && !SIGNER_SET.iter().any(|s| name.eq_ignore_ascii_case(s))
+}
+
+/// The `x-amz-*` headers [`sign_head`] always sets itself.
+pub const SIGNER_SET: [&[u8]; 3] = [
+    b"x-amz-content-sha256",
+    b"x-amz-date",
+    b"x-amz-security-token",
+];
+
+fn is_listed(name: &[u8], list: &[String]) -> bool {
+    list.iter().any(|l| name.eq_ignore_ascii_case(l.as_bytes()))
+}
+
 /// The value of the first header with this name (case-insensitive).
 pub fn header_value<'a>(head: &Head<'a>, name: &[u8]) -> Option<&'a [u8]> {
     head.headers
@@ -288,12 +320,10 @@ mod tests {
     use super::*;
     use crate::{derive_signing_key, Scope, EMPTY_PAYLOAD_SHA256};
 
-    #[test]
-    fn resigns_and_strips() {
+    /// Signs `raw` with the S3 API reference example's credentials.
+    fn sign_test_head(raw: &[u8], forward: &[String]) -> SignedHead {
         let scope = Scope::parse("20130524/us-east-1/s3/aws4_request").unwrap();
         let key = derive_signing_key(b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", &scope);
-        let raw = b"GET /test.txt HTTP/1.0\r\nHost: examplebucket.s3.amazonaws.com\r\n\
-Authorization: client\r\nX-Amz-Date: 1999\r\nx-amz-foo: bar\r\nRange: bytes=0-9\r\n\r\nBODY";
         let how = HeadSigning {
             creds: Credentials {
                 access_key: "AKIAIOSFODNN7EXAMPLE",
@@ -304,8 +334,16 @@ Authorization: client\r\nX-Amz-Date: 1999\r\nx-amz-foo: bar\r\nRange: bytes=0-9\
             payload_hash: EMPTY_PAYLOAD_SHA256,
             session_token: None,
             rules: PathRules::S3,
+            forward,
         };
-        let s = sign_head(raw, &how).unwrap();
+        sign_head(raw, &how).unwrap()
+    }
+
+    #[test]
+    fn resigns_and_strips() {
+        let raw = b"GET /test.txt HTTP/1.0\r\nHost: examplebucket.s3.amazonaws.com\r\n\
+Authorization: client\r\nX-Amz-Date: 1999\r\nx-amz-foo: bar\r\nRange: bytes=0-9\r\n\r\nBODY";
+        let s = sign_test_head(raw, &[]);
         assert_eq!(s.dropped, 3);
         let text = String::from_utf8(s.head).unwrap();
         assert!(text.starts_with("GET /test.txt HTTP/1.0\r\nHost: examplebucket.s3.amazonaws.com\r\nRange: bytes=0-9\r\n"));
@@ -315,6 +353,33 @@ Authorization: client\r\nX-Amz-Date: 1999\r\nx-amz-foo: bar\r\nRange: bytes=0-9\
             s.signed.signed_headers,
             "host;x-amz-content-sha256;x-amz-date"
         );
+    }
+
+    #[test]
+    fn forwards_listed_amz_headers_and_signs_them() {
+        let raw = b"GET /k HTTP/1.0\r\nHost: b.s3.amazonaws.com\r\n\
+X-Amz-Request-Payer: requester\r\nx-amz-date: 1999\r\nx-amz-foo: bar\r\n\
+x-amz-checksum-mode:  ENABLED \r\n\r\n";
+        let forward = [
+            "x-amz-request-payer".to_owned(),
+            "x-amz-checksum-mode".to_owned(),
+            "x-amz-date".to_owned(),
+        ];
+        let s = sign_test_head(raw, &forward);
+        // x-amz-date is the signer's own even when listed; x-amz-foo is not listed.
+        assert_eq!(s.dropped, 2);
+        let text = String::from_utf8(s.head).unwrap();
+        assert!(text.contains("X-Amz-Request-Payer: requester\r\n"));
+        assert!(text.contains("x-amz-checksum-mode:  ENABLED \r\n"));
+        assert!(!text.contains("x-amz-foo"));
+        assert_eq!(text.matches("x-amz-date:").count(), 1);
+        assert_eq!(
+            s.signed.signed_headers,
+            "host;x-amz-checksum-mode;x-amz-content-sha256;x-amz-date;x-amz-request-payer"
+        );
+        let canonical = String::from_utf8(s.signed.canonical_request).unwrap();
+        assert!(canonical.contains("\nx-amz-checksum-mode:ENABLED\n"));
+        assert!(canonical.contains("\nx-amz-request-payer:requester\n"));
     }
 
     #[test]
