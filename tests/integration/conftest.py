@@ -22,6 +22,8 @@ make_nginx     (function) factory: make_nginx(load_module=True) -> Nginx
                           with its own temp prefix; stopped at teardown,
                           and the test errors if a worker crashed.
 nginx          (function) make_nginx() shortcut (module required).
+module_make_nginx, module_recorder
+               (module)   the same, shared by the tests of one module.
 """
 
 from __future__ import annotations
@@ -80,15 +82,17 @@ def recorder(s3):
     proxy.close()
 
 
-@pytest.fixture
-def make_nginx(nginx_bin, tmp_path, request):
+def _nginx_factory(nginx_bin, base_dir, request):
+    """Yields a factory of Nginx instances under base_dir; at teardown stops
+    them all and fails the test (or module) if a worker crashed or a secret
+    reached an error log."""
     instances: list[harness.Nginx] = []
 
     def factory(load_module: bool = True) -> harness.Nginx:
         module = None
         if load_module:
             module = request.getfixturevalue("module_path")
-        ng = harness.Nginx(nginx_bin, module, str(tmp_path / f"nginx{len(instances)}"))
+        ng = harness.Nginx(nginx_bin, module, str(base_dir / f"nginx{len(instances)}"))
         instances.append(ng)
         return ng
 
@@ -107,6 +111,25 @@ def make_nginx(nginx_bin, tmp_path, request):
         # Every test's debug-level error log is checked: no secret, signing
         # key or session token may ever reach it.
         pytest.fail(f"secret material in nginx's error log: {sorted(set(leaks))}", pytrace=False)
+
+
+@pytest.fixture
+def make_nginx(nginx_bin, tmp_path, request):
+    yield from _nginx_factory(nginx_bin, tmp_path, request)
+
+
+@pytest.fixture(scope="module")
+def module_make_nginx(nginx_bin, tmp_path_factory, request):
+    """make_nginx for one nginx shared by a whole test module."""
+    yield from _nginx_factory(nginx_bin, tmp_path_factory.mktemp("nginx"), request)
+
+
+@pytest.fixture(scope="module")
+def module_recorder(s3):
+    """recorder shared by a whole test module."""
+    proxy = harness.RecordingProxy(s3.port)
+    yield proxy
+    proxy.close()
 
 
 @pytest.fixture

@@ -464,6 +464,27 @@ def http_request(
     return resp
 
 
+def direct_s3_request(
+    port: int,
+    method: str,
+    host: str,
+    wire_target: str,
+    headers: Sequence[tuple[str, str]] = (),
+    secret_key: str = SECRET_KEY,
+) -> Response:
+    """Send `wire_target` (already in its strict S3 encoding) straight to
+    the S3 server on `port` with `Host: host`, signed by botocore (not by
+    the module): the reference a request through nginx is compared with."""
+    amz_date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    signed = [("host", host), ("x-amz-content-sha256", EMPTY_SHA256), ("x-amz-date", amz_date)]
+    signed += [(n.lower(), v) for n, v in headers]
+    authz, _ = botocore_authorization(
+        method, host, wire_target.encode("ascii"), signed, amz_date, secret_key=secret_key
+    )
+    send = [(n, v) for n, v in signed if n != "host"] + [("Authorization", authz)]
+    return http_request(port, method, wire_target, send, host=host)
+
+
 # --------------------------------------------------------------------------
 # Recording TCP proxy
 # --------------------------------------------------------------------------
