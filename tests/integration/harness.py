@@ -117,6 +117,15 @@ def wait_for_port(port: int, timeout: float = 10.0, proc: subprocess.Popen | Non
 # --------------------------------------------------------------------------
 
 
+def wait_until(cond, timeout: float = 10.0, what: str = "condition") -> None:
+    """Polls cond() until true; fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
 def utc_today() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d")
 
