@@ -98,6 +98,34 @@ BAD = [
     ("dup_endpoint", cfg(keys() + "\naws_endpoint a.example;\naws_endpoint b.example;", "aws_sign;"), ["aws_endpoint"]),
     ("dup_sign", cfg(keys(), "aws_sign;\naws_sign on;"), ["aws_sign"]),
     ("dup_sign_in_location", cfg("", keys() + "\naws_sign off;\naws_sign on;"), ["aws_sign"]),
+    # addressing
+    ("addressing_bad_value", cfg(keys() + "\naws_s3_addressing vhost;", "aws_sign;"), ["aws_s3_addressing"]),
+    ("addressing_no_arg", cfg(keys() + "\naws_s3_addressing;", "aws_sign;"), ["aws_s3_addressing"]),
+    ("dup_addressing", cfg(keys() + "\naws_s3_addressing path;\naws_s3_addressing path;", "aws_sign;"),
+     ["aws_s3_addressing"]),
+    ("virtual_addressing_ip_endpoint",
+     cfg(keys() + "\naws_s3_bucket b;\naws_endpoint 127.0.0.1:9000;\naws_s3_addressing virtual;", "aws_sign;"),
+     ["aws_s3_addressing"]),
+    ("virtual_addressing_ipv6_endpoint",
+     cfg(keys() + "\naws_s3_bucket b;\naws_endpoint [::1]:9000;", "aws_s3_addressing virtual;\naws_sign;"),
+     ["aws_s3_addressing"]),
+    # client x-amz-* headers to forward
+    ("forward_not_amz", cfg(keys(), "aws_forward_amz_headers content-type;\naws_sign;"), ["aws_forward_amz_headers"]),
+    ("forward_amz_date", cfg(keys(), "aws_forward_amz_headers x-amz-date;\naws_sign;"), ["aws_forward_amz_headers"]),
+    ("forward_content_sha", cfg(keys(), "aws_forward_amz_headers X-Amz-Content-Sha256;\naws_sign;"),
+     ["aws_forward_amz_headers"]),
+    ("forward_token", cfg(keys(), "aws_forward_amz_headers x-amz-security-token;\naws_sign;"),
+     ["aws_forward_amz_headers"]),
+    ("forward_authorization", cfg(keys(), "aws_forward_amz_headers authorization;\naws_sign;"),
+     ["aws_forward_amz_headers"]),
+    ("forward_none_and_names", cfg(keys(), "aws_forward_amz_headers none x-amz-foo;\naws_sign;"),
+     ["aws_forward_amz_headers"]),
+    ("forward_listed_twice", cfg(keys(), "aws_forward_amz_headers x-amz-foo X-Amz-Foo;\naws_sign;"),
+     ["aws_forward_amz_headers"]),
+    ("forward_bad_char", cfg(keys(), 'aws_forward_amz_headers "x-amz-a b";\naws_sign;'), ["aws_forward_amz_headers"]),
+    ("forward_no_arg", cfg(keys(), "aws_forward_amz_headers;\naws_sign;"), ["aws_forward_amz_headers"]),
+    ("dup_forward", cfg(keys(), "aws_forward_amz_headers x-amz-a;\naws_forward_amz_headers x-amz-b;\naws_sign;"),
+     ["aws_forward_amz_headers"]),
 ]
 
 GOOD = [
@@ -125,6 +153,13 @@ GOOD = [
     # aws_sign at server level, credentials in the location that serves: the
     # check is made where requests are served.
     ("server_sign_location_keys", cfg("aws_sign;", keys())),
+    ("addressing_path_ip_endpoint",
+     cfg(keys() + "\naws_s3_bucket b;\naws_endpoint 127.0.0.1:9000;\naws_s3_addressing path;", "aws_sign;")),
+    ("addressing_virtual_dns_endpoint_with_port",
+     cfg(keys() + "\naws_s3_bucket b;\naws_endpoint minio.internal:9000;\naws_s3_addressing virtual;", "aws_sign;")),
+    ("forward_list_and_nested_none",
+     cfg(keys() + "\naws_forward_amz_headers x-amz-checksum-mode x-amz-request-payer;",
+         "aws_sign;\nlocation /x/ { aws_forward_amz_headers none; proxy_pass http://127.0.0.1:9; }")),
 ]
 
 
