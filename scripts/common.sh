@@ -1,9 +1,11 @@
 # Shared by scripts/demo and scripts/test: installs what is missing and
 # finds the built artefacts. Source it from the repository root.
 
-APT_PACKAGES="libclang-dev libpcre2-dev zlib1g-dev libssl-dev make pkg-config apache2-utils faketime wrk"
+APT_PACKAGES="libclang-dev libpcre2-dev zlib1g-dev libssl-dev make pkg-config apache2-utils faketime wrk curl rclone"
 S3S_FS_VERSION="0.14.1"
-PY_PACKAGES="pytest botocore"
+# module:pip-package (the pip name defaults to the module's); awscli and
+# s3cmd are the real clients of tests/integration/test_clients.py.
+PY_PACKAGES="pytest botocore awscli S3:s3cmd"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -32,7 +34,7 @@ ensure_s3s_fs() {
 ensure_python() {
     local p missing=()
     for p in $PY_PACKAGES; do
-        python3 -c "import $p" 2>/dev/null || missing+=("$p")
+        python3 -c "import ${p%%:*}" 2>/dev/null || missing+=("${p#*:}")
     done
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing Python packages: ${missing[*]}"
