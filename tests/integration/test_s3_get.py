@@ -140,7 +140,8 @@ class Matrix:
         return VHOST if style == "vhost" else f"127.0.0.1:{self.recorder.port}"
 
     def config(self, signing: harness.SigningConfig) -> str:
-        out = [f"upstream {VHOST} {{ server 127.0.0.1:{self.recorder.port}; }}"]
+        # keepalive: signed requests share upstream connections (vhost style)
+        out = [f"upstream {VHOST} {{ server 127.0.0.1:{self.recorder.port}; keepalive 4; }}"]
         for (style, mode), port in self.ports.items():
             host = self.upstream_host(style)
             prefix = "" if style == "vhost" else f"/{BUCKET}"
@@ -149,11 +150,13 @@ class Matrix:
                 else f"aws_s3_addressing path; aws_endpoint 127.0.0.1:{self.recorder.port};"
             )
             sign = "aws_sign;" if mode == "aws_sign" else SIGN_VARIABLES
+            sign += '\n            proxy_set_header Connection "";'
             out.append(f"""
     server {{
         listen 127.0.0.1:{port};
 {signing.directives(indent="        ")}
         {addressing}
+        proxy_http_version 1.1;
         location / {{
             {sign}
             proxy_pass http://{host};
@@ -404,3 +407,23 @@ def test_list_pages_with_continuation_token(mx, s3, query_objects, style, mode, 
         token = nxt.text
     assert token is not None, "expected more than one page"
     assert sorted(seen) == sorted(QUERY_KEYS)
+
+
+# Keys nginx would normalize in $uri: reachable with proxy_pass without a URI
+# part (nginx forwards the client's raw target), which the module signs as sent.
+RAW_ONLY_KEYS = ["double//slash", "dot/./seg", "dotdot/../seg"]
+
+
+@pytest.fixture(scope="module")
+def raw_only_objects(s3) -> None:
+    for key in RAW_ONLY_KEYS:
+        s3.put(key, b"raw " + key.encode())
+
+
+@pytest.mark.parametrize("key", RAW_ONLY_KEYS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("style", STYLES)
+def test_keys_nginx_would_normalize_pass_raw(mx, raw_only_objects, style, mode, key):
+    resp = mx.request(style, mode, "GET", mx.client_target(style, "plain", key))
+    assert resp.status == 200 and resp.body == b"raw " + key.encode(), resp
+    mx.check_wire(style, "GET", "/" + harness.s3_encode_key(key))
