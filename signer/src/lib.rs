@@ -303,6 +303,98 @@ pub fn sign(req: &Request<'_>, creds: &Credentials<'_>, amz_date: &str) -> Signe
     }
 }
 
+/// A presigned (query-string signed) request: see [`presign`].
+#[derive(Clone, Debug)]
+pub struct Presigned {
+    /// The canonical request that was hashed.
+    pub canonical_request: Vec<u8>,
+    /// The string to sign.
+    pub string_to_sign: String,
+    /// Lowercase hex signature.
+    pub signature: String,
+    /// The query to send: the request's own query, then the `X-Amz-*`
+    /// parameters with `X-Amz-Signature` last, every key and value in the
+    /// strict encoding.
+    pub query: Vec<u8>,
+}
+
+/// Longest validity of a presigned URL AWS accepts (7 days), in seconds.
+pub const MAX_PRESIGN_EXPIRES: u64 = 7 * 24 * 3600;
+
+/// Signs a request in its query string (a presigned URL): `X-Amz-Algorithm`,
+/// `X-Amz-Credential`, `X-Amz-Date`, `X-Amz-Expires`, the session token when
+/// there is one, and `X-Amz-SignedHeaders` are added to `req.query` before
+/// the canonical request is made; `req.headers` are the signed headers
+/// (at least `host`). `req.payload_hash` is usually `UNSIGNED-PAYLOAD` for
+/// S3.
+pub fn presign(
+    req: &Request<'_>,
+    creds: &Credentials<'_>,
+    amz_date: &str,
+    expires: u64,
+    session_token: Option<&str>,
+) -> Presigned {
+    let mut names: Vec<Vec<u8>> = req
+        .headers
+        .iter()
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .collect();
+    names.sort();
+    names.dedup();
+    let signed_headers = names
+        .iter()
+        .map(|n| String::from_utf8_lossy(n))
+        .collect::<Vec<_>>()
+        .join(";");
+    let credential = format!("{}/{}", creds.access_key, creds.scope.as_str());
+    let expires = expires.to_string();
+    let mut params: Vec<(&str, &str)> = vec![
+        ("X-Amz-Algorithm", ALGORITHM),
+        ("X-Amz-Credential", &credential),
+        ("X-Amz-Date", amz_date),
+        ("X-Amz-Expires", &expires),
+    ];
+    if let Some(t) = session_token {
+        params.push(("X-Amz-Security-Token", t));
+    }
+    params.push(("X-Amz-SignedHeaders", &signed_headers));
+    let mut query = Vec::with_capacity(req.query.len() + 256);
+    for (k, v, eq) in query_parts(req.query) {
+        if !query.is_empty() {
+            query.push(b'&');
+        }
+        requote_query_component(k, &mut query);
+        if eq {
+            query.push(b'=');
+            requote_query_component(v, &mut query);
+        }
+    }
+    for (k, v) in &params {
+        if !query.is_empty() {
+            query.push(b'&');
+        }
+        query.extend_from_slice(k.as_bytes());
+        query.push(b'=');
+        encode_into(v.as_bytes(), false, &mut query);
+    }
+    let signing = Request {
+        query: &query,
+        ..*req
+    };
+    let mut canonical_request = Vec::with_capacity(256 + req.path.len() + query.len());
+    write_canonical_request(&signing, &mut canonical_request);
+    let string_to_sign = string_to_sign(amz_date, creds.scope, &canonical_request);
+    let signature = hex::encode(hmac(creds.key, string_to_sign.as_bytes()));
+    query.extend_from_slice(b"&X-Amz-Signature=");
+    query.extend_from_slice(signature.as_bytes());
+    Presigned {
+        canonical_request,
+        string_to_sign,
+        signature,
+        query,
+    }
+}
+
 /// The string to sign for a canonical request.
 pub fn string_to_sign(amz_date: &str, scope: &Scope, canonical_request: &[u8]) -> String {
     format!(
