@@ -19,6 +19,10 @@ use ngx::ffi::{
     NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN,
 };
+use ngx::ffi::{
+    NGX_HTTP_DELETE, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_OPTIONS, NGX_HTTP_PATCH, NGX_HTTP_POST,
+    NGX_HTTP_PUT,
+};
 use ngx::{ngx_conf_log_error, ngx_string};
 
 use crate::ngx_bytes;
@@ -92,6 +96,27 @@ impl Signing {
         PathRules::for_service(scope.service())
     }
 
+    /// Canonical URI rules of the keys at hand (the first key's service, or
+    /// secret mode's).
+    pub fn default_rules(&self) -> PathRules {
+        match (&self.derive, self.keys.first()) {
+            (Some(d), _) => PathRules::for_service(&d.service),
+            (None, Some((scope, _))) => Signing::rules(scope),
+            (None, None) => PathRules::S3,
+        }
+    }
+
+    /// Unix time at which the last configured key's UTC day ends; `None` in
+    /// secret mode, where every day's key can be derived.
+    pub fn coverage_end(&self) -> Option<i64> {
+        if self.derive.is_some() {
+            return None;
+        }
+        let last = self.keys.last()?.0.date();
+        let day = chrono::NaiveDate::parse_from_str(last, "%Y%m%d").ok()?;
+        Some(day.succ_opt()?.and_hms_opt(0, 0, 0)?.and_utc().timestamp())
+    }
+
     /// Whole UTC days of coverage left after `today` (negative when even
     /// `today` is past the last key); `None` for a malformed date.
     pub fn days_left(&self, today: &str) -> Option<i64> {
@@ -113,6 +138,29 @@ pub enum Addressing {
     Path,
 }
 
+/// What goes into the canonical request for a request body (`aws_payload`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// The SHA-256 of the whole body: nginx reads it before signing.
+    Signed,
+    /// `UNSIGNED-PAYLOAD`: the body streams (S3 accepts it).
+    Unsigned,
+}
+
+/// The methods `aws_sign_methods` knows, with their NGX_HTTP_* bits.
+pub const METHODS: [(&str, u32); 7] = [
+    ("GET", NGX_HTTP_GET),
+    ("HEAD", NGX_HTTP_HEAD),
+    ("PUT", NGX_HTTP_PUT),
+    ("POST", NGX_HTTP_POST),
+    ("DELETE", NGX_HTTP_DELETE),
+    ("PATCH", NGX_HTTP_PATCH),
+    ("OPTIONS", NGX_HTTP_OPTIONS),
+];
+
+/// Default `aws_presign_expires`: one hour.
+pub const DEFAULT_PRESIGN_EXPIRES: u64 = 3600;
+
 /// Per-location configuration as written; `None` means "not set here".
 #[derive(Default)]
 pub struct LocConf {
@@ -132,6 +180,18 @@ pub struct LocConf {
     /// `aws_forward_amz_headers`: lowercase client `x-amz-*` names kept
     /// and signed (empty: `none`).
     pub forward: Option<Vec<String>>,
+    /// `aws_sign_methods`: the NGX_HTTP_* bits of the methods signed.
+    pub methods: Option<ngx_uint_t>,
+    /// `aws_payload`.
+    pub payload: Option<Payload>,
+    /// `aws_payload_max_size`, bytes (signed payloads).
+    pub payload_max: Option<u64>,
+    /// `aws_content_sha256_header`.
+    pub content_sha256_header: Option<bool>,
+    /// `aws_presign_expires`, seconds.
+    pub presign_expires: Option<u64>,
+    /// `aws_presign_scheme`.
+    pub presign_scheme: Option<String>,
     /// `$aws_s3_host`, computed at merge: `bucket.endpoint` for
     /// virtual-host addressing, the endpoint for path style.
     pub s3_host: String,
@@ -168,6 +228,67 @@ impl LocConf {
     /// The client `x-amz-*` headers to keep and sign.
     pub fn forward(&self) -> &[String] {
         self.forward.as_deref().unwrap_or(&[])
+    }
+
+    /// The NGX_HTTP_* bits of the methods signed (default GET and HEAD).
+    pub fn methods(&self) -> ngx_uint_t {
+        self.methods
+            .unwrap_or((NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t)
+    }
+
+    /// True when a method name (as on the wire) is among the signed methods.
+    pub fn method_allowed(&self, name: &[u8]) -> bool {
+        METHODS
+            .iter()
+            .any(|(n, bit)| n.as_bytes() == name && self.methods() & *bit as ngx_uint_t != 0)
+    }
+
+    /// The `Allow` header value of a 405: the signed methods.
+    pub fn allow_header(&self) -> String {
+        let m = self.methods();
+        METHODS
+            .iter()
+            .filter(|(_, bit)| m & *bit as ngx_uint_t != 0)
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The payload mode for a key's service: as set, else unsigned for S3
+    /// (streaming uploads) and signed for every other service.
+    pub fn payload_for(&self, rules: PathRules) -> Payload {
+        self.payload.unwrap_or(match rules {
+            PathRules::S3 => Payload::Unsigned,
+            PathRules::Generic { .. } => Payload::Signed,
+        })
+    }
+
+    /// Whether `x-amz-content-sha256` is sent: always for S3, else as set
+    /// (default off).
+    pub fn content_sha256_header_for(&self, rules: PathRules) -> bool {
+        matches!(rules, PathRules::S3) || self.content_sha256_header == Some(true)
+    }
+
+    /// True when the request body must be hashed as it is read: a signed
+    /// payload is possible here.
+    pub fn hashes_body(&self) -> bool {
+        let Some(signing) = self.signing.as_ref() else {
+            return false;
+        };
+        match self.payload {
+            Some(p) => p == Payload::Signed,
+            // the default depends on the service: any non-S3 key signs bodies
+            None => {
+                signing
+                    .derive
+                    .as_ref()
+                    .is_some_and(|d| !matches!(PathRules::for_service(&d.service), PathRules::S3))
+                    || signing
+                        .keys
+                        .iter()
+                        .any(|(scope, _)| !matches!(Signing::rules(scope), PathRules::S3))
+            }
+        }
     }
 }
 
@@ -209,7 +330,7 @@ const fn command(name: ngx_str_t, args: u32, set: SetFn) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 15] = [
+pub static mut COMMANDS: [ngx_command_t; 21] = [
     command(
         ngx_string!("aws_access_key"),
         NGX_CONF_TAKE1,
@@ -254,6 +375,32 @@ pub static mut COMMANDS: [ngx_command_t; 15] = [
         ngx_string!("aws_forward_amz_headers"),
         NGX_CONF_1MORE,
         set_forward_amz_headers,
+    ),
+    command(
+        ngx_string!("aws_sign_methods"),
+        NGX_CONF_1MORE,
+        set_sign_methods,
+    ),
+    command(ngx_string!("aws_payload"), NGX_CONF_TAKE1, set_payload),
+    command(
+        ngx_string!("aws_payload_max_size"),
+        NGX_CONF_TAKE1,
+        set_payload_max,
+    ),
+    command(
+        ngx_string!("aws_content_sha256_header"),
+        NGX_CONF_TAKE1,
+        set_content_sha256_header,
+    ),
+    command(
+        ngx_string!("aws_presign_expires"),
+        NGX_CONF_TAKE1,
+        set_presign_expires,
+    ),
+    command(
+        ngx_string!("aws_presign_scheme"),
+        NGX_CONF_TAKE1,
+        set_presign_scheme,
     ),
     command(
         ngx_string!("aws_sign"),
@@ -543,6 +690,129 @@ unsafe extern "C" fn set_session_token_file(
 }
 setter!(set_endpoint, endpoint, parse_endpoint);
 setter!(set_s3_addressing, addressing, parse_addressing);
+setter!(set_payload, payload, parse_payload);
+setter!(set_payload_max, payload_max, parse_size);
+setter!(
+    set_content_sha256_header,
+    content_sha256_header,
+    parse_on_off
+);
+setter!(set_presign_expires, presign_expires, parse_expires);
+setter!(set_presign_scheme, presign_scheme, parse_scheme);
+
+fn parse_payload(v: &[u8]) -> Result<Payload, String> {
+    match v {
+        b"signed" => Ok(Payload::Signed),
+        b"unsigned" => Ok(Payload::Unsigned),
+        _ => Err(format!(
+            "invalid value \"{}\", it must be \"signed\" (SHA-256 of the body) or \"unsigned\" (UNSIGNED-PAYLOAD)",
+            String::from_utf8_lossy(v)
+        )),
+    }
+}
+
+fn parse_on_off(v: &[u8]) -> Result<bool, String> {
+    match v {
+        b"on" => Ok(true),
+        b"off" => Ok(false),
+        _ => Err(format!(
+            "invalid value \"{}\", it must be \"on\" or \"off\"",
+            String::from_utf8_lossy(v)
+        )),
+    }
+}
+
+/// A number with an optional one-letter unit from `units`.
+fn parse_scaled(v: &[u8], units: &[(u8, u64)], example: &str) -> Result<u64, String> {
+    let text = String::from_utf8_lossy(v).to_ascii_lowercase();
+    let (num, mult) = match units
+        .iter()
+        .find(|(u, _)| text.as_bytes().last() == Some(u))
+    {
+        Some((_, m)) => (&text[..text.len() - 1], *m),
+        None => (&text[..], 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("invalid value \"{text}\", e.g. {example}"))
+}
+
+/// An nginx size: bytes, or a number with `k`, `m` or `g`.
+fn parse_size(v: &[u8]) -> Result<u64, String> {
+    parse_scaled(
+        v,
+        &[(b'k', 1 << 10), (b'm', 1 << 20), (b'g', 1 << 30)],
+        "64m",
+    )
+}
+
+/// An nginx time: seconds, or a number with `s`, `m`, `h` or `d`; at most
+/// the 7 days AWS accepts for a presigned URL.
+fn parse_expires(v: &[u8]) -> Result<u64, String> {
+    let secs = parse_scaled(
+        v,
+        &[(b's', 1), (b'm', 60), (b'h', 3600), (b'd', 86400)],
+        "15m or 1h",
+    )?;
+    if secs > aws_signer::MAX_PRESIGN_EXPIRES {
+        return Err(format!(
+            "\"{}\" is longer than the 7 days AWS accepts for a presigned URL",
+            String::from_utf8_lossy(v)
+        ));
+    }
+    Ok(secs)
+}
+
+fn parse_scheme(v: &[u8]) -> Result<String, String> {
+    match v {
+        b"http" | b"https" => Ok(String::from_utf8_lossy(v).into_owned()),
+        _ => Err(format!(
+            "invalid value \"{}\", it must be \"http\" or \"https\"",
+            String::from_utf8_lossy(v)
+        )),
+    }
+}
+
+unsafe extern "C" fn set_sign_methods(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf was allocated by create_loc_conf as a LocConf; cf is a
+    // directive handler's conf.
+    let (lc, a) = unsafe { (&mut *(conf as *mut LocConf), args(cf)) };
+    if lc.methods.is_some() {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"aws_sign_methods\" directive is duplicate"
+        );
+        return NGX_CONF_ERROR;
+    }
+    let mut mask: ngx_uint_t = 0;
+    for v in a[1..].iter().map(ngx_bytes) {
+        let upper = v.to_ascii_uppercase();
+        match METHODS
+            .iter()
+            .find(|(n, _)| n.as_bytes() == upper.as_slice())
+        {
+            Some((_, bit)) => mask |= *bit as ngx_uint_t,
+            None => {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "\"aws_sign_methods\": unknown method \"{}\" (GET, HEAD, PUT, POST, DELETE, PATCH or OPTIONS)",
+                    String::from_utf8_lossy(v)
+                );
+                return NGX_CONF_ERROR;
+            }
+        }
+    }
+    lc.methods = Some(mask);
+    NGX_CONF_OK
+}
 
 fn parse_addressing(v: &[u8]) -> Result<Addressing, String> {
     match v {
@@ -692,6 +962,12 @@ impl LocConf {
         inherit(&mut self.endpoint, &prev.endpoint);
         inherit(&mut self.addressing, &prev.addressing);
         inherit(&mut self.forward, &prev.forward);
+        inherit(&mut self.methods, &prev.methods);
+        inherit(&mut self.payload, &prev.payload);
+        inherit(&mut self.payload_max, &prev.payload_max);
+        inherit(&mut self.content_sha256_header, &prev.content_sha256_header);
+        inherit(&mut self.presign_expires, &prev.presign_expires);
+        inherit(&mut self.presign_scheme, &prev.presign_scheme);
         self.s3_host = match (&self.bucket, self.addressing()) {
             (Some(b), Addressing::Virtual) => format!("{b}.{}", self.endpoint()),
             _ => self.endpoint().to_owned(),

@@ -12,63 +12,200 @@ use std::ffi::c_void;
 use std::ptr;
 
 use aws_signer::wire::{header_value, parse_head, sign_head, signed_headers, HeadSigning};
-use aws_signer::{Credentials, EMPTY_PAYLOAD_SHA256};
+use aws_signer::{Credentials, EMPTY_PAYLOAD_SHA256, UNSIGNED_PAYLOAD};
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_chain_t, ngx_chain_writer, ngx_http_request_t, ngx_int_t, ngx_palloc, ngx_str_t,
-    NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_NOT_ALLOWED, NGX_LOG_ERR, NGX_LOG_INFO,
+    ngx_chain_t, ngx_chain_writer, ngx_http_core_run_phases, ngx_http_finalize_request,
+    ngx_http_read_client_request_body, ngx_http_request_body_filter_pt, ngx_http_request_t,
+    ngx_http_top_request_body_filter, ngx_int_t, ngx_list_push, ngx_palloc, ngx_pnalloc, ngx_str_t,
+    ngx_table_elt_t, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED,
+    NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO,
 };
-use ngx::{ngx_log_debug_http, ngx_log_error};
+use ngx::{ngx_log_debug_http, ngx_log_error, ngx_string};
 
-use crate::conf::{Addressing, Signing};
+use crate::conf::{Addressing, Payload, Signing};
 use crate::{loc_conf, ngx_bytes, request_ctx, RequestCtx};
 
 /// Placeholder value of `$s3_auth_token` while the proxy builds the head;
 /// the filter removes it. Should it ever reach S3, S3 refuses it.
 pub const PENDING_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 pending";
 
-const ALLOWED_METHODS: [&[u8]; 2] = [b"GET", b"HEAD"];
-
-fn method_allowed(m: &[u8]) -> bool {
-    ALLOWED_METHODS.contains(&m)
-}
-
-/// Precontent phase: in an `aws_sign` location, refuse what cannot be
-/// signed before any upstream connection is made. Never grants access.
+/// Precontent phase, in a location that signs with `aws_sign` or lists
+/// `aws_sign_methods`: refuses a method that is not signed (405) or a body
+/// over `aws_payload_max_size` (413) before any upstream connection is
+/// made, and reads a body that must be hashed (or arrives chunked) before
+/// the proxy module builds the upstream request. Never grants access.
 ///
 /// # Safety
 /// Called by nginx with a live request.
 pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    let declined: ngx_int_t = Status::NGX_DECLINED.into();
     // SAFETY: r is live for the duration of a phase handler.
     unsafe {
         let Some(lc) = loc_conf(r) else {
-            return Status::NGX_DECLINED.into();
+            return declined;
         };
-        if !lc.sign_on() {
-            return Status::NGX_DECLINED.into();
+        if !(lc.sign_on() || lc.methods.is_some()) || lc.signing.is_none() {
+            return declined;
         }
         let log = (*(*r).connection).log;
-        if (*r).method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as usize == 0 {
+        let method = ngx_bytes(&(*r).method_name);
+        if !lc.method_allowed(method) {
             ngx_log_error!(
                 NGX_LOG_INFO,
                 log,
-                "aws_sign: method \"{}\" is not signed (GET and HEAD only), answering 405",
-                String::from_utf8_lossy(ngx_bytes(&(*r).method_name))
+                "aws_auth: method \"{}\" is not signed here (aws_sign_methods {}), answering 405",
+                String::from_utf8_lossy(method),
+                lc.allow_header()
             );
+            add_allow_header(r, &lc.allow_header());
             return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
         }
-        if (*r).headers_in.content_length_n > 0 || (*r).headers_in.chunked() != 0 {
-            ngx_log_error!(
-                NGX_LOG_INFO,
-                log,
-                "aws_sign: a {} request with a body cannot be signed, answering 400",
-                String::from_utf8_lossy(ngx_bytes(&(*r).method_name))
-            );
-            return NGX_HTTP_BAD_REQUEST as ngx_int_t;
+        let chunked = (*r).headers_in.chunked() != 0;
+        if r != (*r).main || !(chunked || (*r).headers_in.content_length_n > 0) {
+            return declined;
+        }
+        let hashes = lc.hashes_body();
+        if let Some(max) = lc.payload_max.filter(|_| hashes) {
+            if (*r).headers_in.content_length_n > 0 && (*r).headers_in.content_length_n as u64 > max
+            {
+                log_too_large(log, max);
+                return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_int_t;
+            }
+        }
+        if !hashes && !chunked {
+            // UNSIGNED-PAYLOAD: the proxy streams the body as it likes.
+            return declined;
+        }
+        // A body to hash must be complete before the head is signed, and a
+        // chunked one unbuffered would make the proxy replace the signing
+        // filter: read it now, as the mirror module does.
+        let Some(ctx) = request_ctx(r) else {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        };
+        if ctx.read_status != 0 {
+            return ctx.read_status;
+        }
+        ctx.read_status = Status::NGX_DONE.into();
+        let rc = ngx_http_read_client_request_body(r, Some(body_read));
+        if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+            return rc;
+        }
+        ngx_http_finalize_request(r, Status::NGX_DONE.into());
+        Status::NGX_DONE.into()
+    }
+}
+
+/// Runs when the precontent handler's body read is complete: the phases
+/// go on where they stopped.
+unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls the post handler with the live request whose body
+    // was read; the context was created before the read started.
+    unsafe {
+        if let Some(ctx) = request_ctx(r) {
+            ctx.read_status = Status::NGX_DECLINED.into();
+        }
+        (*r).set_preserve_body(1);
+        (*r).write_event_handler = Some(ngx_http_core_run_phases);
+        ngx_http_core_run_phases(r);
+    }
+}
+
+fn log_too_large(log: *mut ngx::ffi::ngx_log_t, max: u64) {
+    ngx_log_error!(
+        NGX_LOG_INFO,
+        log,
+        "aws_auth: request body larger than aws_payload_max_size ({max} bytes), answering 413"
+    );
+}
+
+/// Adds `Allow: <methods>` to a 405 answer.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn add_allow_header(r: *mut ngx_http_request_t, value: &str) {
+    // SAFETY: r is live; the header list and the pool belong to it.
+    unsafe {
+        let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
+        let data = ngx_pnalloc((*r).pool, value.len()) as *mut u8;
+        if h.is_null() || data.is_null() {
+            return;
+        }
+        ptr::copy_nonoverlapping(value.as_ptr(), data, value.len());
+        h.write(std::mem::zeroed());
+        (*h).hash = 1;
+        (*h).key = ngx_string!("Allow");
+        (*h).value = ngx_str_t {
+            len: value.len(),
+            data,
+        };
+    }
+}
+
+static mut NEXT_REQUEST_BODY_FILTER: ngx_http_request_body_filter_pt = None;
+
+/// Puts [`request_body_filter`] at the top of the request body filters.
+///
+/// # Safety
+/// Call from postconfiguration only (nginx is single-threaded then).
+pub unsafe fn install_request_body_filter() {
+    // SAFETY: see the contract; both statics are only written here.
+    unsafe {
+        NEXT_REQUEST_BODY_FILTER = ngx_http_top_request_body_filter;
+        ngx_http_top_request_body_filter = Some(request_body_filter);
+    }
+}
+
+/// Hashes the request body as it is read, where a signed payload is
+/// possible, so it never has to be read again (from memory or from the
+/// temporary file); answers 413 past `aws_payload_max_size`.
+unsafe extern "C" fn request_body_filter(
+    r: *mut ngx_http_request_t,
+    input: *mut ngx_chain_t,
+) -> ngx_int_t {
+    // SAFETY: nginx calls body filters with the live request and a chain of
+    // live buffers; NEXT_REQUEST_BODY_FILTER was set at postconfiguration.
+    unsafe {
+        if let Some(lc) = loc_conf(r).filter(|lc| lc.hashes_body()) {
+            if r == (*r).main {
+                if let Some(ctx) = request_ctx(r).filter(|c| !c.body_done) {
+                    let hasher = ctx.hasher.get_or_insert_with(Default::default);
+                    let mut last = false;
+                    let mut cl = input;
+                    while !cl.is_null() {
+                        let b = (*cl).buf;
+                        if (*b).in_file() != 0 {
+                            ctx.body_unhashable = true;
+                        } else if !(*b).pos.is_null() && (*b).last > (*b).pos {
+                            let n = (*b).last.offset_from((*b).pos) as usize;
+                            hasher.update(std::slice::from_raw_parts((*b).pos, n));
+                        }
+                        last |= (*b).last_buf() != 0;
+                        cl = (*cl).next;
+                    }
+                    if let Some(max) = lc.payload_max {
+                        if hasher.len() > max {
+                            log_too_large((*(*r).connection).log, max);
+                            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_int_t;
+                        }
+                    }
+                    if last {
+                        if let Some(h) = ctx.hasher.take() {
+                            ctx.body_len = h.len();
+                            ctx.body_hash = h.finish_hex();
+                            ctx.body_done = true;
+                            // Signing happens now, not when the upload began.
+                            ctx.set_clock((*ngx::ffi::ngx_cached_time).sec);
+                        }
+                    }
+                }
+            }
+        }
+        match NEXT_REQUEST_BODY_FILTER {
+            Some(next) => next(r, input),
+            None => Status::NGX_ERROR.into(),
         }
     }
-    Status::NGX_DECLINED.into()
 }
 
 /// Arms the signing filter on the upstream request being built, if any.
@@ -95,6 +232,18 @@ pub unsafe fn arm_upstream_filter(r: *mut ngx_http_request_t) {
         }
         (*u).output.output_filter = Some(sign_filter);
         (*u).output.filter_ctx = r as *mut c_void;
+    }
+}
+
+/// True when the signing filter is armed on `r`'s upstream.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn filter_armed(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: r is live; r->upstream is NULL or live.
+    unsafe {
+        let u = (*r).upstream;
+        !u.is_null() && (*u).output.filter_ctx == r as *mut c_void
     }
 }
 
@@ -171,26 +320,19 @@ unsafe fn sign_first_buffer(
                 return Err(server_error);
             }
         };
-        if !method_allowed(head.method) {
+        if !lc.method_allowed(head.method) {
             ngx_log_error!(
                 NGX_LOG_ERR,
                 log,
-                "aws_auth: upstream method \"{}\" is not signed (GET and HEAD only), answering 405",
-                String::from_utf8_lossy(head.method)
+                "aws_auth: upstream method \"{}\" is not signed (aws_sign_methods {}), answering 405",
+                String::from_utf8_lossy(head.method),
+                lc.allow_header()
             );
             return Err(NGX_HTTP_NOT_ALLOWED as ngx_int_t);
         }
-        let has_body = header_value(&head, b"transfer-encoding").is_some()
-            || header_value(&head, b"content-length").is_some_and(|v| v != b"0");
-        if has_body {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "aws_auth: the upstream {} request carries a body, which is not signed; refusing it",
-                String::from_utf8_lossy(head.method)
-            );
-            return Err(NGX_HTTP_BAD_REQUEST as ngx_int_t);
-        }
+        let content_length = header_value(&head, b"content-length");
+        let wire_body = header_value(&head, b"transfer-encoding").is_some()
+            || content_length.is_some_and(|v| v != b"0");
         if let Some(bucket) = lc.bucket.as_deref() {
             if let Some(why) = wrong_bucket(&head, bucket, lc.addressing, lc.endpoint()) {
                 ngx_log_error!(NGX_LOG_ERR, log, "aws_auth: {why}");
@@ -199,7 +341,22 @@ unsafe fn sign_first_buffer(
         }
         let amz_date = ctx.amz_date();
         let day = amz_date.get(..8).unwrap_or("");
+        let body = wire_body.then(|| signed_payload(ctx, content_length));
         let result = signing.with_key(day, |scope, key| {
+            let rules = Signing::rules(scope);
+            let payload_hash = if !wire_body {
+                EMPTY_PAYLOAD_SHA256
+            } else if lc.payload_for(rules) == Payload::Unsigned {
+                UNSIGNED_PAYLOAD
+            } else {
+                let hash = match &body {
+                    Some(Ok(h)) => h,
+                    Some(Err(e)) => return Err(e.clone()),
+                    None => return Err("no body to hash".into()),
+                };
+                // 64 hex digits
+                std::str::from_utf8(hash).map_err(|_| "bad body hash".to_string())?
+            };
             let how = HeadSigning {
                 creds: Credentials {
                     access_key: &signing.access_key,
@@ -207,28 +364,31 @@ unsafe fn sign_first_buffer(
                     key,
                 },
                 amz_date,
-                payload_hash: EMPTY_PAYLOAD_SHA256,
+                payload_hash,
+                content_sha256_header: lc.content_sha256_header_for(rules),
                 session_token: signing.session_token.as_deref(),
-                rules: Signing::rules(scope),
+                rules,
                 forward: lc.forward(),
             };
             sign_head(bytes, &how)
+                .map(|s| (s, payload_hash))
+                .map_err(|e| format!("cannot sign the upstream request: {e}"))
         });
         let Some(result) = result else {
             log_missing_key(log, ctx.now, day, signing);
             return Err(server_error);
         };
-        let signed = match result {
+        let (signed, payload_hash) = match result {
             Ok(s) => s,
             Err(e) => {
-                ngx_log_error!(
-                    NGX_LOG_ERR,
-                    log,
-                    "aws_auth: cannot sign the upstream request: {e}"
-                );
+                ngx_log_error!(NGX_LOG_ERR, log, "aws_auth: {e}");
                 return Err(server_error);
             }
         };
+        let sha = payload_hash.as_bytes();
+        let n = sha.len().min(ctx.sent_sha.len());
+        ctx.sent_sha[..n].copy_from_slice(&sha[..n]);
+        ctx.sent_sha_len = n;
         ngx_log_debug_http!(
             &*ngx::http::Request::from_ngx_http_request(r),
             "aws_auth: canonical request (session token redacted):\n{}",
@@ -267,6 +427,27 @@ unsafe fn sign_first_buffer(
         }
     }
     Ok(())
+}
+
+/// The payload hash of a body read and hashed by [`request_body_filter`],
+/// provided it is the body going out.
+fn signed_payload(ctx: &RequestCtx, content_length: Option<&[u8]>) -> Result<[u8; 64], String> {
+    if ctx.body_unhashable || !ctx.body_done {
+        return Err(
+            "cannot sign the request body: it was not read whole before the request was sent \
+             (proxy_request_buffering off?); use aws_sign, or aws_payload unsigned"
+                .into(),
+        );
+    }
+    let sent = content_length.and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+    if sent != Some(ctx.body_len) {
+        return Err(format!(
+            "cannot sign the request body: {} bytes were read and hashed but the upstream request carries {}",
+            ctx.body_len,
+            content_length.map_or("no Content-Length".into(), |v| String::from_utf8_lossy(v).into_owned())
+        ));
+    }
+    Ok(ctx.body_hash)
 }
 
 /// The canonical request as text for the debug log, with the session token
@@ -345,6 +526,114 @@ fn wrong_bucket(
     ))
 }
 
+/// `$aws_presigned_url`: a GET URL for the current `$uri` (and query) on
+/// `$aws_s3_host`, signed in its query string, valid for
+/// `aws_presign_expires` but never past the end of the last configured
+/// key's UTC day.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn presigned_url(r: *mut ngx_http_request_t, ctx: &RequestCtx) -> Option<String> {
+    // SAFETY: r is live.
+    unsafe {
+        let lc = loc_conf(r)?;
+        let signing = lc.signing.as_ref()?;
+        let log = (*(*r).connection).log;
+        let mut expires = lc
+            .presign_expires
+            .unwrap_or(crate::conf::DEFAULT_PRESIGN_EXPIRES) as i64;
+        if let Some(end) = signing.coverage_end() {
+            expires = expires.min(end - ctx.now);
+        }
+        if expires <= 0 {
+            log_missing_key(log, ctx.now, ctx.amz_date().get(..8)?, signing);
+            return None;
+        }
+        let mut path = Vec::with_capacity((*r).uri.len * 3 + 64);
+        if let (Some(b), Addressing::Path) = (&lc.bucket, lc.addressing()) {
+            path.push(b'/');
+            path.extend_from_slice(b.as_bytes());
+        }
+        aws_signer::encode_into(ngx_bytes(&(*r).uri), true, &mut path);
+        let host = lc.s3_host.as_bytes();
+        let headers: [(&[u8], &[u8]); 1] = [(b"host", host)];
+        let amz_date = ctx.amz_date();
+        let day = amz_date.get(..8)?;
+        let presigned = signing.with_key(day, |scope, key| {
+            let rules = Signing::rules(scope);
+            let req = aws_signer::Request {
+                method: b"GET",
+                path: &path,
+                query: ngx_bytes(&(*r).args),
+                headers: &headers,
+                payload_hash: match rules {
+                    aws_signer::PathRules::S3 => UNSIGNED_PAYLOAD.as_bytes(),
+                    _ => EMPTY_PAYLOAD_SHA256.as_bytes(),
+                },
+                rules,
+            };
+            let creds = Credentials {
+                access_key: &signing.access_key,
+                scope,
+                key,
+            };
+            aws_signer::presign(
+                &req,
+                &creds,
+                amz_date,
+                expires as u64,
+                signing.session_token.as_deref(),
+            )
+        });
+        let Some(p) = presigned else {
+            log_missing_key(log, ctx.now, day, signing);
+            return None;
+        };
+        ngx_log_debug_http!(
+            &*ngx::http::Request::from_ngx_http_request(r),
+            "aws_auth: presigned URL canonical request (session token redacted):\n{}",
+            redact_token(&p.canonical_request, signing.session_token.as_deref())
+        );
+        let scheme = lc.presign_scheme.as_deref().unwrap_or("https");
+        let mut url = format!("{scheme}://{}", lc.s3_host);
+        url.push_str(&String::from_utf8_lossy(&path));
+        url.push('?');
+        url.push_str(&String::from_utf8_lossy(&p.query));
+        Some(url)
+    }
+}
+
+/// What `$aws_content_sha256` shows: the value sent, once the request was
+/// signed; before, the value the request will get.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn content_sha256_value(r: *mut ngx_http_request_t, ctx: &RequestCtx) -> &[u8] {
+    if ctx.sent_sha_len > 0 {
+        return &ctx.sent_sha[..ctx.sent_sha_len];
+    }
+    // SAFETY: r is live.
+    let (has_body, lc) = unsafe {
+        (
+            (*r).headers_in.content_length_n > 0 || (*r).headers_in.chunked() != 0,
+            loc_conf(r),
+        )
+    };
+    let Some(lc) = lc else {
+        return EMPTY_PAYLOAD_SHA256.as_bytes();
+    };
+    let rules = lc
+        .signing
+        .as_ref()
+        .map_or(aws_signer::PathRules::S3, Signing::default_rules);
+    match (has_body, lc.payload_for(rules)) {
+        (false, _) => EMPTY_PAYLOAD_SHA256.as_bytes(),
+        (true, Payload::Unsigned) => UNSIGNED_PAYLOAD.as_bytes(),
+        (true, Payload::Signed) if ctx.body_done => &ctx.body_hash,
+        (true, Payload::Signed) => EMPTY_PAYLOAD_SHA256.as_bytes(),
+    }
+}
+
 /// The `Authorization` value for the client's own request line, signed for
 /// `bucket.endpoint`: what `$s3_auth_token` shows outside the proxy.
 ///
@@ -372,7 +661,7 @@ pub unsafe fn sign_client_request(r: *mut ngx_http_request_t, ctx: &RequestCtx) 
         let amz_date = ctx.amz_date();
         let headers = signed_headers(
             host,
-            EMPTY_PAYLOAD_SHA256,
+            Some(EMPTY_PAYLOAD_SHA256),
             amz_date,
             signing.session_token.as_deref(),
         );

@@ -53,6 +53,8 @@ impl HttpModule for Module {
         }
         // SAFETY: h points to a fresh slot of the handler array.
         unsafe { *h = Some(handler::precontent_handler) };
+        // SAFETY: postconfiguration is where body filters are chained in.
+        unsafe { handler::install_request_body_filter() };
         // SAFETY: called during postconfiguration, before variables are indexed.
         unsafe { variables::hook_proxy_variables(cf) }
     }
@@ -118,8 +120,8 @@ pub static mut ngx_http_aws_auth_module: ngx_module_t = ngx_module_t {
 };
 
 /// Per-request state, in the request pool. Every signing output of one
-/// request comes from the one clock reading taken when it is created.
-#[derive(Clone, Copy)]
+/// request comes from the one clock reading taken when it is created (or,
+/// for a request with a body to hash, when the body is complete).
 pub struct RequestCtx {
     /// Unix time of the clock reading.
     pub now: i64,
@@ -130,12 +132,39 @@ pub struct RequestCtx {
     /// The upstream whose request head has been signed (retries resend
     /// the same, already signed, buffer); NULL before any.
     pub signed_upstream: *mut ngx::ffi::ngx_http_upstream_t,
+    /// The body hash being computed while the body is read.
+    pub hasher: Option<aws_signer::PayloadHasher>,
+    /// Hex SHA-256 of the whole body, once `body_done`.
+    pub body_hash: [u8; 64],
+    /// Length of the hashed body.
+    pub body_len: u64,
+    /// The whole body went through the hash.
+    pub body_done: bool,
+    /// The body could not be hashed (it reached the filter in a file).
+    pub body_unhashable: bool,
+    /// Where the precontent handler's own body read stands: 0 before it,
+    /// NGX_DONE while reading, then what the handler returns.
+    pub read_status: ngx_int_t,
+    /// The `x-amz-content-sha256` value sent (valid when `sent_sha_len` > 0).
+    pub sent_sha: [u8; 64],
+    pub sent_sha_len: usize,
 }
 
 impl RequestCtx {
     pub fn amz_date(&self) -> &str {
         // The bytes come from aws_signer::amz_date, which writes ASCII only.
         std::str::from_utf8(&self.amz_date).unwrap_or("")
+    }
+
+    /// Reads the clock again (after a long body upload, before anything
+    /// was signed with the old reading).
+    pub fn set_clock(&mut self, now: i64) {
+        if let Some(date) = aws_signer::amz_date(now) {
+            if date.len() == self.amz_date.len() {
+                self.amz_date.copy_from_slice(date.as_bytes());
+                self.now = now;
+            }
+        }
     }
 }
 
@@ -170,6 +199,14 @@ pub unsafe fn request_ctx(r: *mut ngx_http_request_t) -> Option<&'static mut Req
                 data: ptr::null_mut(),
             },
             signed_upstream: ptr::null_mut(),
+            hasher: None,
+            body_hash: [0; 64],
+            body_len: 0,
+            body_done: false,
+            body_unhashable: false,
+            read_status: 0,
+            sent_sha: [0; 64],
+            sent_sha_len: 0,
         });
         *slot = p as *mut c_void;
         Some(&mut *p)

@@ -11,6 +11,7 @@
 //! | `$aws_key_days_left` | days of key coverage left after today |
 //! | `$aws_s3_host` | `bucket.endpoint` (virtual-host addressing) or the endpoint (path) |
 //! | `$aws_s3_uri` | `$uri` in S3's strict encoding, `/bucket` first for path addressing |
+//! | `$aws_presigned_url` | a presigned GET URL for `$uri` on `$aws_s3_host` |
 //!
 //! The first three are empty in a location without a complete credential set.
 //! Evaluated while the proxy module builds the upstream request (that is,
@@ -46,7 +47,7 @@ const KEY_DAYS_LEFT: usize = 3;
 const S3_HOST: usize = 0;
 const S3_URI: usize = 1;
 
-const VARS: [VarDef; 7] = [
+const VARS: [VarDef; 8] = [
     VarDef {
         name: ngx_string!("s3_auth_token"),
         get: auth_token_variable,
@@ -81,6 +82,11 @@ const VARS: [VarDef; 7] = [
         name: ngx_string!("aws_s3_uri"),
         get: s3_address_variable,
         data: S3_URI,
+    },
+    VarDef {
+        name: ngx_string!("aws_presigned_url"),
+        get: presigned_url_variable,
+        data: 0,
     },
 ];
 
@@ -214,7 +220,7 @@ unsafe extern "C" fn date_or_hash_variable(
                 let value: &[u8] = if data == DATE {
                     &ctx.amz_date
                 } else {
-                    aws_signer::EMPTY_PAYLOAD_SHA256.as_bytes()
+                    handler::content_sha256_value(r, ctx)
                 };
                 set_value(v, value.as_ptr(), value.len());
                 Status::NGX_OK.into()
@@ -247,6 +253,32 @@ unsafe extern "C" fn key_info_variable(
         }
         match signing.days_left(&crate::today_utc()) {
             Some(days) => set_pool_copy(r, v, days.to_string().as_bytes()),
+            None => {
+                set_empty(v);
+                Status::NGX_OK.into()
+            }
+        }
+    }
+}
+
+/// `$aws_presigned_url`: see [`handler::presigned_url`]. Empty without
+/// signing configuration or without a key for now (with an error line).
+unsafe extern "C" fn presigned_url_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx calls get handlers with a live request and a value slot.
+    unsafe {
+        if loc_conf(r).and_then(|lc| lc.signing.as_ref()).is_none() {
+            set_empty(v);
+            return Status::NGX_OK.into();
+        }
+        let Some(ctx) = request_ctx(r) else {
+            return Status::NGX_ERROR.into();
+        };
+        match handler::presigned_url(r, ctx) {
+            Some(url) => set_pool_copy(r, v, url.as_bytes()),
             None => {
                 set_empty(v);
                 Status::NGX_OK.into()
@@ -320,6 +352,8 @@ const PROXY_HOOKS: [&[u8]; 3] = [
 struct Wrapped {
     get: ngx_http_get_variable_pt,
     data: usize,
+    /// This is `$proxy_internal_chunked`.
+    chunked: bool,
 }
 
 /// Wraps the proxy module's variables listed in [`PROXY_HOOKS`].
@@ -356,6 +390,7 @@ pub unsafe fn hook_proxy_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
             w.write(Wrapped {
                 get: (*var).get_handler,
                 data: (*var).data,
+                chunked: name == b"proxy_internal_chunked",
             });
             (*var).get_handler = Some(wrapped_proxy_variable);
             (*var).data = w as usize;
@@ -377,11 +412,23 @@ unsafe extern "C" fn wrapped_proxy_variable(
         Some(get) => unsafe { get(r, v, w.data) },
         None => Status::NGX_ERROR.into(),
     };
-    // SAFETY: r is the live request of a get handler.
+    // SAFETY: r is the live request of a get handler; v was just set.
     unsafe {
         if let Some(lc) = loc_conf(r) {
             if lc.sign_on() && lc.signing.is_some() {
                 handler::arm_upstream_filter(r);
+            }
+            let chunked =
+                w.chunked && rc == Status::NGX_OK.into() && (*v).valid() == 1 && (*v).len() > 0;
+            if chunked && handler::filter_armed(r) {
+                // The proxy is about to stream a chunked body unbuffered and
+                // to put its own filter where the signing filter is.
+                ngx::ngx_log_error!(
+                    ngx::ffi::NGX_LOG_ERR,
+                    (*(*r).connection).log,
+                    "aws_auth: cannot sign a chunked request body streamed with proxy_request_buffering off; use aws_sign, turn buffering on, or have the client send Content-Length"
+                );
+                return Status::NGX_ERROR.into();
             }
         }
     }

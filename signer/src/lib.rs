@@ -395,6 +395,40 @@ pub fn presign(
     }
 }
 
+/// Incremental SHA-256 of a request body, for a signed payload: fed piece
+/// by piece as the body arrives, never holding it whole.
+#[derive(Clone, Default)]
+pub struct PayloadHasher {
+    sha: Sha256,
+    len: u64,
+}
+
+impl PayloadHasher {
+    /// Adds the next piece of the body.
+    pub fn update(&mut self, data: &[u8]) {
+        self.sha.update(data);
+        self.len += data.len() as u64;
+    }
+
+    /// Bytes hashed so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True before any byte was hashed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The lowercase hex digest, as `x-amz-content-sha256` carries it.
+    pub fn finish_hex(self) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        // 32 bytes always encode to 64 hex digits.
+        let _ = hex::encode_to_slice(self.sha.finalize(), &mut out);
+        out
+    }
+}
+
 /// The string to sign for a canonical request.
 pub fn string_to_sign(amz_date: &str, scope: &Scope, canonical_request: &[u8]) -> String {
     format!(
@@ -682,6 +716,20 @@ pub fn write_canonical_headers(headers: &[(&[u8], &[u8])], out: &mut Vec<u8>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payload_hasher_in_pieces() {
+        let mut h = PayloadHasher::default();
+        assert!(h.is_empty());
+        h.update(b"Param1=");
+        h.update(b"value1");
+        assert_eq!(h.len(), 13);
+        assert_eq!(&h.finish_hex()[..], sha256_hex(b"Param1=value1").as_bytes());
+        assert_eq!(
+            &PayloadHasher::default().finish_hex()[..],
+            EMPTY_PAYLOAD_SHA256.as_bytes()
+        );
+    }
 
     #[test]
     fn encode_to_slice_matches_encode_into() {

@@ -28,8 +28,12 @@ pub struct HeadSigning<'a> {
     pub creds: Credentials<'a>,
     /// The `x-amz-date` value.
     pub amz_date: &'a str,
-    /// The `x-amz-content-sha256` value.
+    /// The payload hash that goes into the canonical request (hex SHA-256
+    /// of the body, or `UNSIGNED-PAYLOAD`).
     pub payload_hash: &'a str,
+    /// Send and sign `x-amz-content-sha256` with it: always for S3, which
+    /// requires it; other services mostly do not know the header.
+    pub content_sha256_header: bool,
     /// An STS session token to send and sign as `x-amz-security-token`.
     pub session_token: Option<&'a str>,
     /// Canonical URI rules.
@@ -178,19 +182,19 @@ pub fn strict_target(path: &[u8], query: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// The headers this crate signs, in canonical order: `host`,
-/// `x-amz-content-sha256`, `x-amz-date` and, with a session token,
-/// `x-amz-security-token`.
+/// `x-amz-content-sha256` (when given), `x-amz-date` and, with a session
+/// token, `x-amz-security-token`.
 pub fn signed_headers<'a>(
     host: &'a [u8],
-    payload_hash: &'a str,
+    content_sha256: Option<&'a str>,
     amz_date: &'a str,
     session_token: Option<&'a str>,
 ) -> Vec<(&'a [u8], &'a [u8])> {
-    let mut h: Vec<(&[u8], &[u8])> = vec![
-        (b"host", host),
-        (b"x-amz-content-sha256", payload_hash.as_bytes()),
-        (b"x-amz-date", amz_date.as_bytes()),
-    ];
+    let mut h: Vec<(&[u8], &[u8])> = vec![(b"host", host)];
+    if let Some(sha) = content_sha256 {
+        h.push((b"x-amz-content-sha256", sha.as_bytes()));
+    }
+    h.push((b"x-amz-date", amz_date.as_bytes()));
     if let Some(token) = session_token {
         h.push((b"x-amz-security-token", token.as_bytes()));
     }
@@ -226,7 +230,8 @@ pub fn sign_head(bytes: &[u8], how: &HeadSigning<'_>) -> Result<SignedHead, Head
     if hosts.len() != 1 {
         return Err(HeadError::Host(hosts.len()));
     }
-    let mut to_sign = signed_headers(hosts[0], how.payload_hash, how.amz_date, how.session_token);
+    let sha_header = how.content_sha256_header.then_some(how.payload_hash);
+    let mut to_sign = signed_headers(hosts[0], sha_header, how.amz_date, how.session_token);
     let keep = |name: &[u8]| {
         !is_owned_header(name) || (is_forwardable(name) && is_listed(name, how.forward))
     };
@@ -267,13 +272,12 @@ pub fn sign_head(bytes: &[u8], how: &HeadSigning<'_>) -> Result<SignedHead, Head
             dropped += 1;
         }
     }
-    for (name, value) in [
-        ("x-amz-content-sha256", how.payload_hash),
-        ("x-amz-date", how.amz_date),
-    ]
-    .into_iter()
-    .chain(how.session_token.map(|t| ("x-amz-security-token", t)))
-    .chain([("Authorization", signed.authorization())])
+    for (name, value) in sha_header
+        .map(|h| ("x-amz-content-sha256", h))
+        .into_iter()
+        .chain([("x-amz-date", how.amz_date)])
+        .chain(how.session_token.map(|t| ("x-amz-security-token", t)))
+        .chain([("Authorization", signed.authorization())])
     {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
@@ -332,6 +336,7 @@ mod tests {
             },
             amz_date: "20130524T000000Z",
             payload_hash: EMPTY_PAYLOAD_SHA256,
+            content_sha256_header: true,
             session_token: None,
             rules: PathRules::S3,
             forward,
