@@ -417,10 +417,13 @@ def http_request(
     body: bytes | None = None,
     host: str | None = "localhost",
     timeout: float = 15.0,
+    raw_body: bytes | None = None,
 ) -> Response:
     """Send one HTTP/1.1 request with `target` exactly as given (no quoting,
     no normalisation) and return the parsed response. `headers` may repeat
-    names. A Host header is added unless host is None or headers has one."""
+    names. A Host header is added unless host is None or headers has one.
+    `raw_body` is sent as it is after the head (no Content-Length added),
+    e.g. a chunked body."""
     if isinstance(target, str):
         target = target.encode("latin-1")
     headers = list(headers)
@@ -434,7 +437,7 @@ def http_request(
     if body is not None:
         lines.append(b"Content-Length: %d" % len(body))
     lines.append(b"Connection: close")
-    raw = b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
+    raw = b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"") + (raw_body or b"")
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(raw)
         chunks = []
@@ -542,6 +545,9 @@ class RecordingProxy:
 
     def __init__(self, target_port: int):
         self.target_port = target_port
+        # When set, the first byte of the next request body is flipped on
+        # its way to the server (a body changed after it was signed).
+        self.tamper_next_body = False
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._stop = threading.Event()
@@ -647,6 +653,9 @@ class RecordingProxy:
                 while buf:
                     if body_left:
                         n = min(body_left, len(buf))
+                        if self.tamper_next_body and n > 0:
+                            self.tamper_next_body = False
+                            buf = bytes([buf[0] ^ 0x01]) + buf[1:]
                         upstream.sendall(buf[:n])
                         buf = buf[n:]
                         body_left -= n

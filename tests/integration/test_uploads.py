@@ -1,0 +1,242 @@
+"""Writes through nginx: PUT, POST (multipart uploads), DELETE, with
+`aws_payload unsigned` (UNSIGNED-PAYLOAD, streamed) and `aws_payload
+signed` (SHA-256 of the body, hashed while nginx reads it, in memory or
+spooled to a temporary file); 405 and 413; the aws CLI and curl as
+clients. Every request that reaches s3s-fs is checked against botocore."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+
+import pytest
+
+import harness
+from harness import BUCKET
+from test_clients import aws_env, run, tool
+
+MIB = 1024 * 1024
+PAYLOADS = ["unsigned", "signed"]
+
+
+def gateway_config(ng: harness.Nginx, signing: harness.SigningConfig, upstream: int,
+                   payload: str, extra: str = "") -> str:
+    return f"""
+    server {{
+        listen 127.0.0.1:{ng.port};
+        client_max_body_size 0;
+{signing.directives("        ")}
+        aws_s3_addressing path;
+        aws_endpoint 127.0.0.1:{upstream};
+        aws_sign_methods GET HEAD PUT POST DELETE;
+        aws_payload {payload};
+        {extra}
+        location / {{
+            aws_sign;
+            proxy_pass http://127.0.0.1:{upstream};
+        }}
+    }}"""
+
+
+@pytest.fixture
+def gateway(nginx, recorder, signing, request):
+    payload = request.param if hasattr(request, "param") else "unsigned"
+    nginx.write_config(gateway_config(nginx, signing, recorder.port, payload))
+    nginx.start()
+    nginx.payload = payload
+    return nginx
+
+
+def check_all(recorder, payload: str) -> list[harness.RecordedRequest]:
+    reqs = recorder.requests
+    assert reqs
+    for rec in reqs:
+        harness.check_signed_request(rec, expect_host=f"127.0.0.1:{recorder.port}")
+        cl = rec.values("content-length")
+        sha = rec.header("x-amz-content-sha256")
+        if cl and cl[0] != b"0":
+            if payload == "unsigned":
+                assert sha == "UNSIGNED-PAYLOAD", rec.head_text()
+            else:
+                assert len(sha) == 64 and sha != harness.EMPTY_SHA256, rec.head_text()
+        else:
+            assert sha == harness.EMPTY_SHA256, rec.head_text()
+    return reqs
+
+
+@pytest.mark.parametrize("gateway", PAYLOADS, indirect=True)
+def test_curl_put_get_delete(gateway, recorder, s3, tmp_path):
+    curl = tool("curl")
+    data = os.urandom(3 * MIB + 5)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    url = f"http://127.0.0.1:{gateway.port}/{BUCKET}/up/curl%2B{gateway.payload}.bin"
+    run([curl, "-sf", "-T", str(src), url])
+    key = f"up/curl+{gateway.payload}.bin"
+    assert s3.client.get_object(Bucket=BUCKET, Key=key)["Body"].read() == data
+    assert run([curl, "-sf", url]) == data
+    # chunked from stdin: read whole by the module, sent with Content-Length
+    p = subprocess.run([curl, "-sf", "-T", "-", url + "2"], input=data[:100000],
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert s3.client.get_object(Bucket=BUCKET, Key=key + "2")["Body"].read() == data[:100000]
+    run([curl, "-sf", "-X", "DELETE", url])
+    with pytest.raises(s3.client.exceptions.NoSuchKey):
+        s3.client.get_object(Bucket=BUCKET, Key=key)
+    reqs = check_all(recorder, gateway.payload)
+    assert [r.method for r in reqs] == ["PUT", "GET", "PUT", "DELETE"]
+    assert all(not r.values("transfer-encoding") for r in reqs)
+    if gateway.payload == "signed":
+        assert reqs[0].header("x-amz-content-sha256") == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("gateway", PAYLOADS, indirect=True)
+def test_aws_cli_multipart_upload_download_rm(gateway, recorder, s3, tmp_path):
+    aws = tool("aws")
+    endpoint = ["--endpoint-url", f"http://127.0.0.1:{gateway.port}"]
+    env = aws_env(tmp_path)
+    data = os.urandom(20 * MIB + 123)
+    src = tmp_path / "20mib.bin"
+    src.write_bytes(data)
+    key = f"up/aws cli+{gateway.payload}.bin"
+    run([aws, *endpoint, "s3", "cp", str(src), f"s3://{BUCKET}/{key}"], env)
+    assert s3.client.get_object(Bucket=BUCKET, Key=key)["Body"].read() == data
+    out = tmp_path / "back.bin"
+    run([aws, *endpoint, "s3", "cp", f"s3://{BUCKET}/{key}", str(out)], env)
+    assert out.read_bytes() == data
+    run([aws, *endpoint, "s3", "rm", f"s3://{BUCKET}/{key}"], env)
+    with pytest.raises(s3.client.exceptions.NoSuchKey):
+        s3.client.get_object(Bucket=BUCKET, Key=key)
+    reqs = check_all(recorder, gateway.payload)
+    targets = [(r.method, r.target.partition(b"?")[2]) for r in reqs]
+    assert ("POST", b"uploads") in [(m, q.split(b"&")[0]) for m, q in targets], targets
+    parts = [r for r in reqs if r.method == "PUT" and b"partNumber=" in r.target]
+    assert len(parts) >= 3, targets  # 8 MiB parts
+    assert any(m == "POST" and b"uploadId=" in q for m, q in targets), targets
+    assert any(m == "DELETE" for m, _ in targets)
+
+
+def test_tampered_signed_body_is_rejected(gateway_signed, recorder, s3):
+    recorder.tamper_next_body = True
+    body = b"the body that was signed\n" * 100
+    resp = gateway_signed.request("PUT", f"/{BUCKET}/up/tampered.txt", body=body)
+    # AWS answers 400 XAmzContentSHA256Mismatch; s3s-fs 0.14.1 a 500 whose
+    # cause is in its log.
+    assert resp.status >= 400, resp
+    assert "Sha256Mismatch" in s3.log_text()
+    with pytest.raises(s3.client.exceptions.NoSuchKey):
+        s3.client.get_object(Bucket=BUCKET, Key="up/tampered.txt")
+    # untampered, the same request is accepted
+    resp = gateway_signed.request("PUT", f"/{BUCKET}/up/tampered.txt", body=body)
+    assert resp.status == 200, resp
+
+
+@pytest.fixture
+def gateway_signed(nginx, recorder, signing):
+    nginx.write_config(gateway_config(nginx, signing, recorder.port, "signed",
+                                      extra="client_body_buffer_size 1k;\naws_payload_max_size 300m;"))
+    nginx.start()
+    return nginx
+
+
+def test_signed_body_spooled_to_a_temp_file(gateway_signed, recorder, s3):
+    data = os.urandom(5 * MIB + 7)
+    resp = gateway_signed.request("PUT", f"/{BUCKET}/up/spooled.bin", body=data)
+    assert resp.status == 200, resp
+    assert "a client request body is buffered to a temporary file" in gateway_signed.error_log()
+    assert s3.client.get_object(Bucket=BUCKET, Key="up/spooled.bin")["Body"].read() == data
+    [rec] = check_all(recorder, "signed")
+    assert rec.header("x-amz-content-sha256") == hashlib.sha256(data).hexdigest()
+
+
+def worker_hwm_kib(ng: harness.Nginx) -> int:
+    """Peak RSS (VmHWM) of nginx's worker, in KiB."""
+    out = subprocess.run(["pgrep", "-P", str(ng.proc.pid)], capture_output=True, text=True).stdout
+    [pid] = out.split()
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_rss_stays_flat_for_a_200mib_signed_upload(gateway_signed, recorder, s3):
+    """The body is hashed as it streams in and spooled to a file by nginx:
+    the worker's peak RSS does not grow with the body."""
+    gateway_signed.request("GET", f"/{BUCKET}/up/none")  # warm the worker
+    before = worker_hwm_kib(gateway_signed)
+    size = 200 * MIB
+    chunk = os.urandom(MIB)
+    sha = hashlib.sha256()
+    import socket
+
+    with socket.create_connection(("127.0.0.1", gateway_signed.port), timeout=120) as sock:
+        sock.sendall(
+            f"PUT /{BUCKET}/up/200mib.bin HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        for _ in range(size // MIB):
+            sock.sendall(chunk)
+            sha.update(chunk)
+        resp = b""
+        while True:
+            d = sock.recv(65536)
+            if not d:
+                break
+            resp += d
+    assert resp.startswith(b"HTTP/1.1 200"), resp[:500]
+    after = worker_hwm_kib(gateway_signed)
+    growth_mib = (after - before) / 1024
+    print(f"\nworker VmHWM before {before} KiB, after {after} KiB, growth {growth_mib:.1f} MiB "
+          f"for a {size // MIB} MiB signed upload")
+    assert growth_mib < 16, growth_mib
+    [rec] = [r for r in recorder.requests if r.method == "PUT"]
+    assert rec.header("x-amz-content-sha256") == sha.hexdigest()
+    head = s3.client.head_object(Bucket=BUCKET, Key="up/200mib.bin")
+    assert head["ContentLength"] == size
+
+
+def test_payload_max_size_gives_413(nginx, recorder, signing):
+    nginx.write_config(gateway_config(nginx, signing, recorder.port, "signed",
+                                      extra="aws_payload_max_size 1m;"))
+    nginx.start()
+    big = b"x" * (MIB + 1)
+    resp = nginx.request("PUT", f"/{BUCKET}/up/too-big", body=big)
+    assert resp.status == 413, resp
+    # chunked: the size is known only while reading
+    resp = nginx.request("PUT", f"/{BUCKET}/up/too-big",
+                         [("Transfer-Encoding", "chunked")],
+                         body=None, raw_body=b"%x\r\n" % len(big) + big + b"\r\n0\r\n\r\n")
+    assert resp.status == 413, resp
+    assert recorder.requests == []
+    lines = [l for l in nginx.error_log().splitlines() if "aws_payload_max_size" in l]
+    assert len(lines) == 2, lines
+    resp = nginx.request("PUT", f"/{BUCKET}/up/small", body=b"small")
+    assert resp.status == 200, resp
+
+
+def test_method_not_listed_gets_405_with_allow(nginx, recorder, signing):
+    nginx.write_config(f"""
+    server {{
+        listen 127.0.0.1:{nginx.port};
+{signing.directives("        ")}
+        location / {{
+            aws_sign;
+            proxy_pass http://127.0.0.1:{recorder.port};
+        }}
+        location /rw/ {{
+            aws_sign;
+            aws_sign_methods GET HEAD PUT;
+            proxy_pass http://127.0.0.1:{recorder.port}/{BUCKET}/;
+        }}
+    }}""")
+    nginx.start()
+    resp = nginx.request("PUT", f"/{BUCKET}/up/x", body=b"x")
+    assert resp.status == 405 and resp.header("allow") == "GET, HEAD", resp
+    resp = nginx.request("DELETE", "/rw/up/x")
+    assert resp.status == 405 and resp.header("allow") == "GET, HEAD, PUT", resp
+    assert recorder.requests == []
+    resp = nginx.request("PUT", "/rw/up/x", body=b"x")
+    assert resp.status == 200, resp
