@@ -240,9 +240,13 @@ pub fn sign_head(bytes: &[u8], how: &HeadSigning<'_>) -> Result<SignedHead, Head
             to_sign.push((name, value));
         }
     }
+    // The query always goes out in its strict form, so that the service
+    // and the signer read the same pairs; the path too under S3 rules. A
+    // generic service's path is left as it is (an encoded `/` may mean
+    // something there) and normalized only in the canonical request.
     let (path, query) = match how.rules {
         PathRules::S3 => strict_target(head.path, head.query),
-        PathRules::Generic { .. } => (head.path.to_vec(), head.query.to_vec()),
+        PathRules::Generic { .. } => (head.path.to_vec(), strict_target(b"", head.query).1),
     };
     let req = Request {
         method: head.method,

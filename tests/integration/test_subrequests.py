@@ -199,7 +199,7 @@ class _AuthHandler(http.server.BaseHTTPRequestHandler):
 def auth_server():
     _AuthHandler.seen = []
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AuthHandler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     yield srv
     srv.shutdown()
