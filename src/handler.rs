@@ -45,8 +45,19 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
         let Some(lc) = loc_conf(r) else {
             return declined;
         };
-        if !(lc.sign_on() || lc.methods.is_some()) || lc.signing.is_none() {
+        if lc.signing.is_none() {
             return declined;
+        }
+        let chunked = (*r).headers_in.chunked() != 0;
+        if !(lc.sign_on() || lc.methods.is_some()) {
+            // A chunked body that the proxy would stream unbuffered comes
+            // with the proxy's own output filter in place of the signing
+            // one: where credentials are in scope, read such a body first.
+            return if chunked && r == (*r).main {
+                read_body_first(r)
+            } else {
+                declined
+            };
         }
         let log = (*(*r).connection).log;
         let method = ngx_bytes(&(*r).method_name);
@@ -61,7 +72,6 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
             add_allow_header(r, &lc.allow_header());
             return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
         }
-        let chunked = (*r).headers_in.chunked() != 0;
         if r != (*r).main || !(chunked || (*r).headers_in.content_length_n > 0) {
             return declined;
         }
@@ -79,7 +89,19 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
         }
         // A body to hash must be complete before the head is signed, and a
         // chunked one unbuffered would make the proxy replace the signing
-        // filter: read it now, as the mirror module does.
+        // filter.
+        read_body_first(r)
+    }
+}
+
+/// Reads the whole request body before the content phase, as the mirror
+/// module does; the phases resume in [`body_read`].
+///
+/// # Safety
+/// `r` must be the live main request, in a phase handler.
+unsafe fn read_body_first(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: see the contract.
+    unsafe {
         let Some(ctx) = request_ctx(r) else {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         };
@@ -232,18 +254,6 @@ pub unsafe fn arm_upstream_filter(r: *mut ngx_http_request_t) {
         }
         (*u).output.output_filter = Some(sign_filter);
         (*u).output.filter_ctx = r as *mut c_void;
-    }
-}
-
-/// True when the signing filter is armed on `r`'s upstream.
-///
-/// # Safety
-/// `r` must be a live request.
-pub unsafe fn filter_armed(r: *mut ngx_http_request_t) -> bool {
-    // SAFETY: r is live; r->upstream is NULL or live.
-    unsafe {
-        let u = (*r).upstream;
-        !u.is_null() && (*u).output.filter_ctx == r as *mut c_void
     }
 }
 

@@ -352,8 +352,6 @@ const PROXY_HOOKS: [&[u8]; 3] = [
 struct Wrapped {
     get: ngx_http_get_variable_pt,
     data: usize,
-    /// This is `$proxy_internal_chunked`.
-    chunked: bool,
 }
 
 /// Wraps the proxy module's variables listed in [`PROXY_HOOKS`].
@@ -390,7 +388,6 @@ pub unsafe fn hook_proxy_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
             w.write(Wrapped {
                 get: (*var).get_handler,
                 data: (*var).data,
-                chunked: name == b"proxy_internal_chunked",
             });
             (*var).get_handler = Some(wrapped_proxy_variable);
             (*var).data = w as usize;
@@ -412,23 +409,11 @@ unsafe extern "C" fn wrapped_proxy_variable(
         Some(get) => unsafe { get(r, v, w.data) },
         None => Status::NGX_ERROR.into(),
     };
-    // SAFETY: r is the live request of a get handler; v was just set.
+    // SAFETY: r is the live request of a get handler.
     unsafe {
         if let Some(lc) = loc_conf(r) {
             if lc.sign_on() && lc.signing.is_some() {
                 handler::arm_upstream_filter(r);
-            }
-            let chunked =
-                w.chunked && rc == Status::NGX_OK.into() && (*v).valid() == 1 && (*v).len() > 0;
-            if chunked && handler::filter_armed(r) {
-                // The proxy is about to stream a chunked body unbuffered and
-                // to put its own filter where the signing filter is.
-                ngx::ngx_log_error!(
-                    ngx::ffi::NGX_LOG_ERR,
-                    (*(*r).connection).log,
-                    "aws_auth: cannot sign a chunked request body streamed with proxy_request_buffering off; use aws_sign, turn buffering on, or have the client send Content-Length"
-                );
-                return Status::NGX_ERROR.into();
             }
         }
     }

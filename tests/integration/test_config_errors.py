@@ -126,6 +126,19 @@ BAD = [
     ("forward_no_arg", cfg(keys(), "aws_forward_amz_headers;\naws_sign;"), ["aws_forward_amz_headers"]),
     ("dup_forward", cfg(keys(), "aws_forward_amz_headers x-amz-a;\naws_forward_amz_headers x-amz-b;\naws_sign;"),
      ["aws_forward_amz_headers"]),
+    # methods, payloads, presigned URLs
+    ("methods_unknown", cfg(keys(), "aws_sign_methods GET FETCH;\naws_sign;"), ["aws_sign_methods"]),
+    ("methods_no_arg", cfg(keys(), "aws_sign_methods;\naws_sign;"), ["aws_sign_methods"]),
+    ("dup_methods", cfg(keys(), "aws_sign_methods GET;\naws_sign_methods PUT;\naws_sign;"), ["aws_sign_methods"]),
+    ("payload_bad", cfg(keys(), "aws_payload streaming;\naws_sign;"), ["aws_payload"]),
+    ("payload_max_zero", cfg(keys(), "aws_payload_max_size 0;\naws_sign;"), ["aws_payload_max_size"]),
+    ("payload_max_words", cfg(keys(), "aws_payload_max_size lots;\naws_sign;"), ["aws_payload_max_size"]),
+    ("payload_max_unit", cfg(keys(), "aws_payload_max_size 5t;\naws_sign;"), ["aws_payload_max_size"]),
+    ("sha_header_bad", cfg(keys(), "aws_content_sha256_header yes;\naws_sign;"), ["aws_content_sha256_header"]),
+    ("presign_8d", cfg(keys(), "aws_presign_expires 8d;"), ["aws_presign_expires"]),
+    ("presign_604801", cfg(keys(), "aws_presign_expires 604801;"), ["aws_presign_expires"]),
+    ("presign_zero", cfg(keys(), "aws_presign_expires 0;"), ["aws_presign_expires"]),
+    ("presign_scheme_ftp", cfg(keys(), "aws_presign_scheme ftp;"), ["aws_presign_scheme"]),
 ]
 
 GOOD = [
@@ -157,6 +170,12 @@ GOOD = [
      cfg(keys() + "\naws_s3_bucket b;\naws_endpoint 127.0.0.1:9000;\naws_s3_addressing path;", "aws_sign;")),
     ("addressing_virtual_dns_endpoint_with_port",
      cfg(keys() + "\naws_s3_bucket b;\naws_endpoint minio.internal:9000;\naws_s3_addressing virtual;", "aws_sign;")),
+    ("writes_signed_payload", cfg(keys(), "aws_sign_methods get head put post delete;\n"
+                                          "aws_payload signed;\naws_payload_max_size 64m;\naws_sign;")),
+    ("presign_7d_https", cfg(keys(), "aws_presign_expires 7d;\naws_presign_scheme https;\n"
+                                      "return 302 $aws_presigned_url;")),
+    ("es_with_sha_header", cfg(keys(scope="20150830/us-east-1/es/aws4_request"),
+                               "aws_content_sha256_header on;\naws_payload unsigned;\naws_sign;")),
     ("forward_list_and_nested_none",
      cfg(keys() + "\naws_forward_amz_headers x-amz-checksum-mode x-amz-request-payer;",
          "aws_sign;\nlocation /x/ { aws_forward_amz_headers none; proxy_pass http://127.0.0.1:9; }")),

@@ -240,3 +240,86 @@ def test_method_not_listed_gets_405_with_allow(nginx, recorder, signing):
     assert recorder.requests == []
     resp = nginx.request("PUT", "/rw/up/x", body=b"x")
     assert resp.status == 200, resp
+
+
+VARIABLES = """
+            proxy_set_header Authorization $s3_auth_token;
+            proxy_set_header x-amz-date $aws_date;
+            proxy_set_header x-amz-content-sha256 $aws_content_sha256;"""
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_variables_mode_uploads(nginx, recorder, signing, s3, payload):
+    """Variables mode with aws_sign_methods: both payload modes sign, with
+    request buffering on or off (a body to hash is read by the module
+    first)."""
+    nginx.write_config(f"""
+    server {{
+        listen 127.0.0.1:{nginx.port};
+{signing.directives("        ")}
+        aws_payload {payload};
+        aws_sign_methods GET HEAD PUT;
+        location / {{
+            {VARIABLES}
+            proxy_pass http://127.0.0.1:{recorder.port};
+        }}
+        location /nobuf/ {{
+            proxy_request_buffering off;
+            {VARIABLES}
+            proxy_pass http://127.0.0.1:{recorder.port}/{BUCKET}/;
+        }}
+    }}""")
+    nginx.start()
+    data = os.urandom(200000)
+    for path, key in ((f"/{BUCKET}/up/vars-{payload}", f"up/vars-{payload}"),
+                      (f"/nobuf/up/nobuf-{payload}", f"up/nobuf-{payload}")):
+        resp = nginx.request("PUT", path, body=data)
+        assert resp.status == 200, resp
+        assert s3.client.get_object(Bucket=BUCKET, Key=key)["Body"].read() == data
+    check_all(recorder, payload)
+
+
+def test_body_that_cannot_be_hashed_is_refused(nginx, recorder, signing, s3):
+    """A signed payload whose body is not the one read (proxy_set_body):
+    500/502 and one clear line, nothing sent. A chunked body that the proxy
+    would stream with proxy_request_buffering off (and its own output
+    filter in place of the signing one) is read whole by the module first,
+    and sent with Content-Length, signed."""
+    nginx.write_config(f"""
+    server {{
+        listen 127.0.0.1:{nginx.port};
+{signing.directives("        ")}
+        location /other-body/ {{
+            aws_payload signed;
+            aws_sign_methods PUT;
+            proxy_set_body "not the client's body";
+            {VARIABLES}
+            proxy_pass http://127.0.0.1:{recorder.port}/{BUCKET}/;
+        }}
+        location /chunked/ {{
+            aws_payload unsigned;
+            aws_sign_methods PUT;
+            proxy_request_buffering off;
+            proxy_http_version 1.1;
+            {VARIABLES}
+            proxy_pass http://127.0.0.1:{recorder.port}/{BUCKET}/;
+        }}
+    }}""")
+    nginx.start()
+    resp = nginx.request("PUT", "/other-body/up/x", body=b"x" * 1000)
+    assert resp.status in (500, 502), resp
+    assert "cannot sign the request body: 1000 bytes were read and hashed" in nginx.error_log()
+    assert recorder.requests == []
+    # the body is still arriving when the proxy would start
+    import socket
+
+    with socket.create_connection(("127.0.0.1", nginx.port), timeout=10) as sock:
+        sock.sendall(b"PUT /chunked/up/y HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"Connection: close\r\n\r\n3\r\nabc\r\n")
+        time.sleep(0.3)
+        sock.sendall(b"3\r\ndef\r\n0\r\n\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert s3.client.get_object(Bucket=BUCKET, Key="up/y")["Body"].read() == b"abcdef"
+    [rec] = check_all(recorder, "unsigned")
+    assert rec.values("content-length") == [b"6"] and not rec.values("transfer-encoding")
