@@ -118,3 +118,37 @@ def test_presigned_url_is_empty_without_signing_config(nginx):
     }}""")
     nginx.start()
     assert nginx.request("GET", "/x").body == b"[]"
+
+
+def test_readme_pattern_checks_access_before_handing_out_a_url(nginx, s3, signing, obj, tmp_path):
+    """The README's pattern: auth_basic, then try_files to a named location
+    that returns the presigned URL. Without credentials: 401, no URL."""
+    import base64
+
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("alice:{PLAIN}wonderland\n")
+    nginx.write_config(f"""
+    server {{
+        listen 127.0.0.1:{nginx.port};
+{signing.directives("        ")}
+        aws_s3_addressing path;
+        aws_endpoint 127.0.0.1:{s3.port};
+        aws_presign_scheme http;
+        aws_presign_expires 10m;
+        location / {{
+            auth_basic "downloads";
+            auth_basic_user_file {htpasswd};
+            try_files /nonexistent @presign;
+        }}
+        location @presign {{
+            return 302 $aws_presigned_url;
+        }}
+    }}""")
+    nginx.start()
+    resp = nginx.request("GET", "/pre/a%2Bb%20c.txt")
+    assert resp.status == 401 and resp.header("location") is None, resp
+    good = "Basic " + base64.b64encode(b"alice:wonderland").decode()
+    resp = nginx.request("GET", "/pre/a%2Bb%20c.txt", [("Authorization", good)])
+    assert resp.status == 302, resp
+    got = follow(resp.header("location"))
+    assert got.status == 200 and got.body == b"presigned download\n", got
