@@ -15,8 +15,22 @@ import pytest
 import harness
 
 SERVICE = "es"
-SUITE = os.path.join(harness.REPO_ROOT, "signer", "tests", "data", "aws-c-auth", "v4")
-CASES = sorted(d for d in os.listdir(SUITE) if os.path.isfile(os.path.join(SUITE, d, "request.txt")))
+DATA = os.path.join(harness.REPO_ROOT, "signer", "tests", "data")
+SUITE = os.path.join(DATA, "aws-c-auth", "v4")
+# Every request of both AWS suites: aws-c-auth's request.txt files and the
+# classic suite's .req files.
+CASES = sorted(
+    os.path.join(SUITE, d, "request.txt") for d in os.listdir(SUITE)
+    if os.path.isfile(os.path.join(SUITE, d, "request.txt"))
+) + sorted(
+    os.path.join(root, f) for root, _, files in os.walk(os.path.join(DATA, "classic"))
+    for f in files if f.endswith(".req")
+)
+
+
+def case_id(path: str) -> str:
+    rel = os.path.relpath(path, DATA)
+    return rel.replace("/request.txt", "").replace(".req", "")
 
 
 class Verifier(http.server.BaseHTTPRequestHandler):
@@ -92,9 +106,9 @@ def es_nginx(ng, verifier, extra=""):
     ng.start()
 
 
-def parse_vector(name: str):
-    with open(os.path.join(SUITE, name, "request.txt"), "rb") as f:
-        text = f.read()
+def parse_vector(path: str):
+    with open(path, "rb") as f:
+        text = f.read().replace(b"\r\n", b"\n")
     head, _, body = text.partition(b"\n\n")
     lines = head.split(b"\n")
     method, rest = lines[0].split(b" ", 1)
@@ -115,7 +129,7 @@ def parse_vector(name: str):
     return method.decode(), target, headers, body
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_vector_request_through_nginx_verifies(nginx, verifier, case):
     method, target, headers, body = parse_vector(case)
     # nginx adds its own Host (the verifier's), Date and x-amz-date are the module's
