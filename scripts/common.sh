@@ -23,6 +23,26 @@ ensure_apt() {
     fi
 }
 
+# Debian's nginx and its module build tree, for the system-nginx build
+# route test (tests/integration/test_build_routes.py). The package must not
+# start a server here: a policy-rc.d refuses service starts while it is
+# installed. Failure is not fatal: the test then says why it skips.
+ensure_system_nginx() {
+    if dpkg -s nginx nginx-dev >/dev/null 2>&1; then
+        return 0
+    fi
+    log "installing Debian's nginx and nginx-dev (for the system-nginx build test)"
+    local sudo="" policy=/usr/sbin/policy-rc.d added=0
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod +x "$policy" && added=1
+    fi
+    $sudo apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx nginx-dev >/dev/null \
+        || log "could not install nginx nginx-dev: the system-nginx test will be skipped"
+    [ "$added" = 0 ] || $sudo rm -f "$policy"
+}
+
 ensure_s3s_fs() {
     export PATH="$HOME/.cargo/bin:$PATH"
     if ! s3s-fs --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
