@@ -410,7 +410,7 @@ unsafe fn sign_first_buffer(
         ngx_log_debug_http!(
             &*ngx::http::Request::from_ngx_http_request(r),
             "aws_auth: string to sign:\n{}",
-            signed.signed.string_to_sign
+            signed.signed.string_to_sign()
         );
         let rest = &bytes[head.len..];
         let total = signed.head.len() + rest.len();

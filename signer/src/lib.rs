@@ -240,6 +240,29 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// HMAC with a signing key, reusing the keyed state (the inner and outer
+/// pads already hashed) of the last signing key used on this thread: a
+/// signing key serves a whole day of requests.
+fn hmac_with_signing_key(key: &SigningKey, data: &[u8]) -> [u8; 32] {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<Option<(SigningKey, HmacSha256)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|cell| {
+        let mut last = cell.borrow_mut();
+        let mut mac = match last.as_ref() {
+            Some((k, mac)) if k == key => mac.clone(),
+            _ => {
+                let mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+                *last = Some((*key, mac.clone()));
+                mac
+            }
+        };
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    })
+}
+
 /// Lowercase hex SHA-256 of some bytes.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
@@ -258,15 +281,25 @@ pub fn amz_date(unix_seconds: i64) -> Option<String> {
 pub struct Signed {
     /// The canonical request that was hashed.
     pub canonical_request: Vec<u8>,
-    /// The string to sign.
-    pub string_to_sign: String,
-    /// `;`-separated lowercase signed header names.
-    pub signed_headers: String,
+    /// The string to sign (ASCII).
+    string_to_sign: Vec<u8>,
+    /// Where the signed header list is in `canonical_request`.
+    signed_headers: std::ops::Range<usize>,
     signature: [u8; 32],
     authorization: String,
 }
 
 impl Signed {
+    /// The string to sign.
+    pub fn string_to_sign(&self) -> &str {
+        std::str::from_utf8(&self.string_to_sign).unwrap_or("")
+    }
+
+    /// `;`-separated lowercase signed header names.
+    pub fn signed_headers(&self) -> &str {
+        std::str::from_utf8(&self.canonical_request[self.signed_headers.clone()]).unwrap_or("")
+    }
+
     /// Lowercase hex signature.
     pub fn signature_hex(&self) -> String {
         hex::encode(self.signature)
@@ -276,6 +309,11 @@ impl Signed {
     pub fn authorization(&self) -> &str {
         &self.authorization
     }
+
+    /// The `Authorization` value, without copying it.
+    pub fn into_authorization(self) -> String {
+        self.authorization
+    }
 }
 
 /// Signs a request: canonical request, string to sign, signature and `Authorization`.
@@ -284,15 +322,29 @@ impl Signed {
 /// should equal the scope date or AWS will refuse the request; this function
 /// does not check it.
 pub fn sign(req: &Request<'_>, creds: &Credentials<'_>, amz_date: &str) -> Signed {
-    let mut canonical_request = Vec::with_capacity(256 + req.path.len() + req.query.len());
-    let signed_headers = write_canonical_request(req, &mut canonical_request);
-    let string_to_sign = string_to_sign(amz_date, creds.scope, &canonical_request);
-    let signature = hmac(creds.key, string_to_sign.as_bytes());
+    let headers_len: usize = req
+        .headers
+        .iter()
+        .map(|(n, v)| 2 * n.len() + v.len() + 3)
+        .sum();
+    let mut canonical_request =
+        Vec::with_capacity(80 + 3 * (req.path.len() + req.query.len()) + headers_len);
+    let signed_headers = write_canonical_request_inner(req, &mut canonical_request);
+    let mut string_to_sign = Vec::with_capacity(128);
+    write_string_to_sign(
+        amz_date,
+        creds.scope,
+        &canonical_request,
+        &mut string_to_sign,
+    );
+    let signature = hmac_with_signing_key(creds.key, &string_to_sign);
+    let mut sig_hex = [0u8; 64];
+    let _ = hex::encode_to_slice(signature, &mut sig_hex);
     let authorization = authorization_value(
         creds.access_key,
         creds.scope,
-        &signed_headers,
-        &hex::encode(signature),
+        std::str::from_utf8(&canonical_request[signed_headers.clone()]).unwrap_or(""),
+        std::str::from_utf8(&sig_hex).unwrap_or_default(),
     );
     Signed {
         canonical_request,
@@ -431,11 +483,27 @@ impl PayloadHasher {
 
 /// The string to sign for a canonical request.
 pub fn string_to_sign(amz_date: &str, scope: &Scope, canonical_request: &[u8]) -> String {
-    format!(
-        "{ALGORITHM}\n{amz_date}\n{}\n{}",
-        scope.as_str(),
-        sha256_hex(canonical_request)
-    )
+    let mut sts = Vec::with_capacity(128);
+    write_string_to_sign(amz_date, scope, canonical_request, &mut sts);
+    String::from_utf8_lossy(&sts).into_owned()
+}
+
+fn write_string_to_sign(
+    amz_date: &str,
+    scope: &Scope,
+    canonical_request: &[u8],
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(ALGORITHM.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(amz_date.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(scope.as_str().as_bytes());
+    out.push(b'\n');
+    let at = out.len();
+    out.resize(at + 64, 0);
+    // 32 bytes always encode to 64 hex digits.
+    let _ = hex::encode_to_slice(Sha256::digest(canonical_request), &mut out[at..]);
 }
 
 /// The `Authorization` header value.
@@ -445,23 +513,39 @@ pub fn authorization_value(
     signed_headers: &str,
     signature_hex: &str,
 ) -> String {
-    format!(
-        "{ALGORITHM} Credential={access_key}/{}, SignedHeaders={signed_headers}, Signature={signature_hex}",
-        scope.as_str()
-    )
+    let parts = [
+        ALGORITHM,
+        " Credential=",
+        access_key,
+        "/",
+        scope.as_str(),
+        ", SignedHeaders=",
+        signed_headers,
+        ", Signature=",
+        signature_hex,
+    ];
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        out.push_str(p);
+    }
+    out
 }
 
 /// Writes the canonical request into `out` and returns the signed header list.
 pub fn write_canonical_request(req: &Request<'_>, out: &mut Vec<u8>) -> String {
+    let range = write_canonical_request_inner(req, out);
+    String::from_utf8_lossy(&out[range]).into_owned()
+}
+
+/// [`write_canonical_request`], returning where the signed header list is.
+fn write_canonical_request_inner(req: &Request<'_>, out: &mut Vec<u8>) -> std::ops::Range<usize> {
     out.extend_from_slice(req.method);
     out.push(b'\n');
     write_canonical_uri(req.path, req.rules, out);
     out.push(b'\n');
     write_canonical_query(req.query, out);
     out.push(b'\n');
-    let signed = write_canonical_headers(req.headers, out);
-    out.push(b'\n');
-    out.extend_from_slice(signed.as_bytes());
+    let signed = write_headers(req.headers, out);
     out.push(b'\n');
     out.extend_from_slice(req.payload_hash);
     signed
@@ -471,8 +555,24 @@ const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 /// True for the RFC 3986 unreserved set `A-Z a-z 0-9 - _ . ~`.
 pub fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+    KEEP[b as usize] & 1 != 0
 }
+
+/// Per byte: bit 0 unreserved, bit 1 unreserved or `/`.
+const KEEP: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' || b == b'~' {
+            t[i] = 3;
+        } else if b == b'/' {
+            t[i] = 2;
+        }
+        i += 1;
+    }
+    t
+};
 
 /// Appends `bytes` percent-encoded: every byte outside the unreserved set
 /// becomes `%XX` (uppercase); `/` is kept when `keep_slash` is set.
@@ -547,6 +647,49 @@ pub fn decode_query_into(bytes: &[u8], out: &mut Vec<u8>) {
     decode(bytes, true, out)
 }
 
+/// Decodes and re-encodes in one pass, without an intermediate buffer:
+/// the strict form of a path (`keep_slash`) or query component.
+fn requote(bytes: &[u8], plus_is_space: bool, keep_slash: bool, out: &mut Vec<u8>) {
+    out.reserve(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        // Runs that stay as they are (unreserved bytes, `/` in a path) are
+        // copied whole.
+        let mask = if keep_slash { 2 } else { 1 };
+        let run = bytes[i..]
+            .iter()
+            .take_while(|&&b| KEEP[b as usize] & mask != 0)
+            .count();
+        if run > 0 {
+            out.extend_from_slice(&bytes[i..i + run]);
+            i += run;
+            continue;
+        }
+        let mut b = bytes[i];
+        i += 1;
+        if b == b'%' {
+            if let (Some(h), Some(l)) = (
+                bytes.get(i).copied().and_then(hex_val),
+                bytes.get(i + 1).copied().and_then(hex_val),
+            ) {
+                b = h << 4 | l;
+                i += 2;
+            }
+        } else if plus_is_space && b == b'+' {
+            b = b' ';
+        }
+        if is_unreserved(b) || (keep_slash && b == b'/') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[
+                b'%',
+                HEX_UPPER[(b >> 4) as usize],
+                HEX_UPPER[(b & 15) as usize],
+            ]);
+        }
+    }
+}
+
 fn decode(bytes: &[u8], plus_is_space: bool, out: &mut Vec<u8>) {
     let mut i = 0;
     while i < bytes.len() {
@@ -573,11 +716,7 @@ pub fn write_canonical_uri(path: &[u8], rules: PathRules, out: &mut Vec<u8>) {
         return;
     }
     match rules {
-        PathRules::S3 => {
-            let mut decoded = Vec::with_capacity(path.len());
-            decode_into(path, &mut decoded);
-            encode_into(&decoded, true, out);
-        }
+        PathRules::S3 => requote(path, false, true, out),
         PathRules::Generic { normalize: false } => encode_into(path, true, out),
         PathRules::Generic { normalize: true } => {
             encode_into(&normalize_path(path), true, out);
@@ -628,9 +767,13 @@ pub fn query_parts(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8], bool)> {
 /// Appends a query key or value in its strict form: decoded (`+` as a
 /// space), then encoded with the unreserved set.
 pub fn requote_query_component(raw: &[u8], out: &mut Vec<u8>) {
-    let mut decoded = Vec::with_capacity(raw.len());
-    decode_query_into(raw, &mut decoded);
-    encode_into(&decoded, false, out);
+    requote(raw, true, false, out);
+}
+
+/// The strict form of a path: decoded once, encoded with the unreserved
+/// set, `/` kept.
+pub fn requote_path(raw: &[u8], out: &mut Vec<u8>) {
+    requote(raw, false, true, out);
 }
 
 /// Writes the canonical query: every key and value decoded (`+` as a
@@ -640,29 +783,74 @@ pub fn write_canonical_query(query: &[u8], out: &mut Vec<u8>) {
     if query.is_empty() {
         return;
     }
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = query_parts(query)
-        .map(|(k, v, _)| {
-            let mut ek = Vec::with_capacity(k.len());
-            requote_query_component(k, &mut ek);
-            let mut ev = Vec::with_capacity(v.len());
-            requote_query_component(v, &mut ev);
-            (ek, ev)
-        })
-        .collect();
-    pairs.sort();
-    for (i, (k, v)) in pairs.iter().enumerate() {
+    // The encoded keys and values go to the end of `out` first, as
+    // scratch; the sorted query is written after them and moved down.
+    let base = out.len();
+    let mut small = [(0u32, 0u32, 0u32); 16];
+    let mut large: Vec<(u32, u32, u32)> = Vec::new();
+    let mut n = 0;
+    for (k, v, _) in query_parts(query) {
+        let start = (out.len() - base) as u32;
+        requote_query_component(k, out);
+        let mid = (out.len() - base) as u32;
+        requote_query_component(v, out);
+        let end = (out.len() - base) as u32;
+        if n < small.len() {
+            small[n] = (start, mid, end);
+        } else {
+            if large.is_empty() {
+                large.extend_from_slice(&small);
+            }
+            large.push((start, mid, end));
+        }
+        n += 1;
+    }
+    let pairs: &mut [(u32, u32, u32)] = if n <= small.len() {
+        &mut small[..n]
+    } else {
+        &mut large
+    };
+    let scratch_len = out.len() - base;
+    {
+        let scratch = &out[base..];
+        let key = |p: &(u32, u32, u32)| &scratch[p.0 as usize..p.1 as usize];
+        let value = |p: &(u32, u32, u32)| &scratch[p.1 as usize..p.2 as usize];
+        pairs.sort_by(|a, b| key(a).cmp(key(b)).then_with(|| value(a).cmp(value(b))));
+    }
+    for (i, p) in pairs.iter().enumerate() {
         if i > 0 {
             out.push(b'&');
         }
-        out.extend_from_slice(k);
+        out.extend_from_within(base + p.0 as usize..base + p.1 as usize);
         out.push(b'=');
-        out.extend_from_slice(v);
+        out.extend_from_within(base + p.1 as usize..base + p.2 as usize);
     }
+    out.copy_within(base + scratch_len.., base);
+    let written = out.len() - base - scratch_len;
+    out.truncate(base + written);
 }
 
 /// Appends a header value trimmed, with every run of whitespace (spaces,
 /// tabs, folded line breaks) turned into one space.
 pub fn write_trimmed_value(value: &[u8], out: &mut Vec<u8>) {
+    // Most values have nothing to trim or squeeze: copy them whole.
+    if value.iter().all(|&b| b > b' ') {
+        out.extend_from_slice(value);
+        return;
+    }
+    let mut plain = value.first() != Some(&b' ') && value.last() != Some(&b' ');
+    let mut prev = 0u8;
+    for &b in value {
+        if b < b' ' || (b == b' ' && prev == b' ') {
+            plain = false;
+            break;
+        }
+        prev = b;
+    }
+    if plain {
+        out.extend_from_slice(value);
+        return;
+    }
     let mut pending_space = false;
     let mut started = false;
     for &b in value {
@@ -682,35 +870,90 @@ pub fn write_trimmed_value(value: &[u8], out: &mut Vec<u8>) {
 /// Writes the canonical headers block (each line ends with `\n`) and returns
 /// the signed header list.
 pub fn write_canonical_headers(headers: &[(&[u8], &[u8])], out: &mut Vec<u8>) -> String {
-    let mut lowered: Vec<(Vec<u8>, usize)> = headers
-        .iter()
-        .enumerate()
-        .map(|(i, (name, _))| (name.to_ascii_lowercase(), i))
-        .collect();
-    // A stable sort keeps the values of a repeated name in their order.
-    lowered.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut signed = String::new();
-    let mut i = 0;
-    while i < lowered.len() {
-        let name = &lowered[i].0;
-        out.extend_from_slice(name);
-        out.push(b':');
-        if !signed.is_empty() {
-            signed.push(';');
+    let at = out.len();
+    let range = write_headers(headers, out);
+    let signed = String::from_utf8_lossy(&out[range.clone()]).into_owned();
+    // only the header block itself belongs to `out` here
+    out.truncate(range.start - 1);
+    debug_assert!(out.len() >= at);
+    signed
+}
+
+/// Writes the canonical header block, an empty line, then the signed header
+/// list; returns where the list is.
+fn write_headers(headers: &[(&[u8], &[u8])], out: &mut Vec<u8>) -> std::ops::Range<usize> {
+    let lower_cmp = |a: &[u8], b: &[u8]| {
+        a.iter()
+            .map(u8::to_ascii_lowercase)
+            .cmp(b.iter().map(u8::to_ascii_lowercase))
+    };
+    let mut small = [0usize; 16];
+    let mut large: Vec<usize> = Vec::new();
+    let order: &mut [usize] = if headers.len() <= small.len() {
+        for (i, slot) in small.iter_mut().enumerate().take(headers.len()) {
+            *slot = i;
         }
-        signed.push_str(&String::from_utf8_lossy(name));
+        &mut small[..headers.len()]
+    } else {
+        large.extend(0..headers.len());
+        &mut large
+    };
+    let mut upper_small = [false; 16];
+    let mut upper_large: Vec<bool> = Vec::new();
+    let upper: &mut [bool] = if headers.len() <= upper_small.len() {
+        &mut upper_small[..headers.len()]
+    } else {
+        upper_large.resize(headers.len(), false);
+        &mut upper_large
+    };
+    for (u, (name, _)) in upper.iter_mut().zip(headers) {
+        *u = name.iter().any(u8::is_ascii_uppercase);
+    }
+    // A stable sort keeps the values of a repeated name in their order.
+    order.sort_by(|&a, &b| {
+        if upper[a] || upper[b] {
+            lower_cmp(headers[a].0, headers[b].0)
+        } else {
+            headers[a].0.cmp(headers[b].0)
+        }
+    });
+    let write_name = |name: &[u8], out: &mut Vec<u8>| {
+        if name.iter().any(u8::is_ascii_uppercase) {
+            out.extend(name.iter().map(u8::to_ascii_lowercase));
+        } else {
+            out.extend_from_slice(name);
+        }
+    };
+    let mut i = 0;
+    while i < order.len() {
+        let name = headers[order[i]].0;
+        write_name(name, out);
+        out.push(b':');
         let mut first = true;
-        while i < lowered.len() && lowered[i].0 == *name {
+        while i < order.len() && headers[order[i]].0.eq_ignore_ascii_case(name) {
             if !first {
                 out.push(b',');
             }
-            write_trimmed_value(headers[lowered[i].1].1, out);
+            write_trimmed_value(headers[order[i]].1, out);
             first = false;
             i += 1;
         }
         out.push(b'\n');
     }
-    signed
+    out.push(b'\n');
+    let start = out.len();
+    let mut i = 0;
+    while i < order.len() {
+        let name = headers[order[i]].0;
+        if i > 0 {
+            out.push(b';');
+        }
+        write_name(name, out);
+        while i < order.len() && headers[order[i]].0.eq_ignore_ascii_case(name) {
+            i += 1;
+        }
+    }
+    start..out.len()
 }
 
 #[cfg(test)]

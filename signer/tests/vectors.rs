@@ -120,7 +120,7 @@ fn sign_raw(
     let signed = sign(&req, &creds, AMZ_DATE);
     Outcome {
         canonical_request: signed.canonical_request.clone(),
-        string_to_sign: signed.string_to_sign.clone(),
+        string_to_sign: signed.string_to_sign().to_owned(),
         signature: signed.signature_hex(),
         authorization: signed.authorization().to_owned(),
     }
@@ -418,7 +418,7 @@ fn s3_get_object_example() {
         "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
     );
     assert_eq!(
-        signed.signed_headers,
+        signed.signed_headers(),
         "host;range;x-amz-content-sha256;x-amz-date"
     );
 }
