@@ -26,21 +26,23 @@ const AMZ_DATE: &str = "20261129T120000Z";
 const EMPTY: &str = aws_signer::EMPTY_PAYLOAD_SHA256;
 const UNIX_TIME: u64 = 1795953600; // 2026-11-29T12:00:00Z
 
+const HEADERS: [(&[u8], &[u8]); 3] = [
+    (b"host", HOST.as_bytes()),
+    (b"x-amz-content-sha256", EMPTY.as_bytes()),
+    (b"x-amz-date", AMZ_DATE.as_bytes()),
+];
+
+const REQUEST: Request<'static> = Request {
+    method: b"GET",
+    path: PATH.as_bytes(),
+    query: QUERY.as_bytes(),
+    headers: &HEADERS,
+    payload_hash: EMPTY.as_bytes(),
+    rules: PathRules::S3,
+};
+
 fn ours_authorization(creds: &Credentials<'_>) -> String {
-    let headers: [(&[u8], &[u8]); 3] = [
-        (b"host", HOST.as_bytes()),
-        (b"x-amz-content-sha256", EMPTY.as_bytes()),
-        (b"x-amz-date", AMZ_DATE.as_bytes()),
-    ];
-    let req = Request {
-        method: b"GET",
-        path: PATH.as_bytes(),
-        query: QUERY.as_bytes(),
-        headers: &headers,
-        payload_hash: EMPTY.as_bytes(),
-        rules: PathRules::S3,
-    };
-    sign(&req, creds, AMZ_DATE).into_authorization()
+    sign(&REQUEST, creds, AMZ_DATE).into_authorization()
 }
 
 fn sdk_authorization(identity: &aws_credential_types::Credentials) -> String {
@@ -107,23 +109,7 @@ fn main() {
         ours, sdk,
         "both signers must produce the same Authorization"
     );
-    let headers: [(&[u8], &[u8]); 3] = [
-        (b"host", HOST.as_bytes()),
-        (b"x-amz-content-sha256", EMPTY.as_bytes()),
-        (b"x-amz-date", AMZ_DATE.as_bytes()),
-    ];
-    let signed = sign(
-        &Request {
-            method: b"GET",
-            path: PATH.as_bytes(),
-            query: QUERY.as_bytes(),
-            headers: &headers,
-            payload_hash: EMPTY.as_bytes(),
-            rules: PathRules::S3,
-        },
-        &creds,
-        AMZ_DATE,
-    );
+    let signed = sign(&REQUEST, &creds, AMZ_DATE);
     let canonical = signed.canonical_request.clone();
     let sts_len = signed.string_to_sign().len();
 

@@ -574,19 +574,25 @@ const KEEP: [u8; 256] = {
     t
 };
 
+/// Appends one byte, as `%XX` unless it is unreserved (or `/` with `keep_slash`).
+#[inline]
+fn encode_byte(b: u8, keep_slash: bool, out: &mut Vec<u8>) {
+    if is_unreserved(b) || (keep_slash && b == b'/') {
+        out.push(b);
+    } else {
+        out.extend_from_slice(&[
+            b'%',
+            HEX_UPPER[(b >> 4) as usize],
+            HEX_UPPER[(b & 15) as usize],
+        ]);
+    }
+}
+
 /// Appends `bytes` percent-encoded: every byte outside the unreserved set
 /// becomes `%XX` (uppercase); `/` is kept when `keep_slash` is set.
 pub fn encode_into(bytes: &[u8], keep_slash: bool, out: &mut Vec<u8>) {
     for &b in bytes {
-        if is_unreserved(b) || (keep_slash && b == b'/') {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[
-                b'%',
-                HEX_UPPER[(b >> 4) as usize],
-                HEX_UPPER[(b & 15) as usize],
-            ]);
-        }
+        encode_byte(b, keep_slash, out);
     }
 }
 
@@ -678,15 +684,7 @@ fn requote(bytes: &[u8], plus_is_space: bool, keep_slash: bool, out: &mut Vec<u8
         } else if plus_is_space && b == b'+' {
             b = b' ';
         }
-        if is_unreserved(b) || (keep_slash && b == b'/') {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[
-                b'%',
-                HEX_UPPER[(b >> 4) as usize],
-                HEX_UPPER[(b & 15) as usize],
-            ]);
-        }
+        encode_byte(b, keep_slash, out);
     }
 }
 
