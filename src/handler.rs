@@ -403,7 +403,7 @@ unsafe fn sign_first_buffer(
             &*ngx::http::Request::from_ngx_http_request(r),
             "aws_auth: canonical request (session token redacted):\n{}",
             redact_token(
-                &signed.signed.canonical_request,
+                signed.signed.canonical_request(),
                 signing.session_token.as_deref()
             )
         );

@@ -110,7 +110,7 @@ fn main() {
         "both signers must produce the same Authorization"
     );
     let signed = sign(&REQUEST, &creds, AMZ_DATE);
-    let canonical = signed.canonical_request.clone();
+    let canonical = signed.canonical_request().to_vec();
     let sts_len = signed.string_to_sign().len();
 
     let mut c = Criterion::default()

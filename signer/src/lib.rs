@@ -240,9 +240,23 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// HMAC with a signing key, reusing the keyed state (the inner and outer
-/// pads already hashed) of the last signing key used on this thread: a
-/// signing key serves a whole day of requests.
+/// Lowercase hex of `bytes` into `out` (twice as long, or it stops short).
+fn hex_lower(bytes: &[u8], out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[(b >> 4) as usize];
+        pair[1] = HEX[(b & 15) as usize];
+    }
+}
+
+/// SHA-256 of some bytes.
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// HMAC-SHA256 with a signing key, reusing the keyed state (the inner and
+/// outer pads already hashed) of the last signing key used on this thread:
+/// a signing key serves a whole day of requests.
 fn hmac_with_signing_key(key: &SigningKey, data: &[u8]) -> [u8; 32] {
     use std::cell::RefCell;
     thread_local! {
@@ -279,10 +293,10 @@ pub fn amz_date(unix_seconds: i64) -> Option<String> {
 /// The result of signing.
 #[derive(Clone, Debug)]
 pub struct Signed {
-    /// The canonical request that was hashed.
-    pub canonical_request: Vec<u8>,
-    /// The string to sign (ASCII).
-    string_to_sign: Vec<u8>,
+    /// The canonical request, then the string to sign, in one allocation.
+    buf: Vec<u8>,
+    /// Where the canonical request ends and the string to sign begins.
+    canonical_end: usize,
     /// Where the signed header list is in `canonical_request`.
     signed_headers: std::ops::Range<usize>,
     signature: [u8; 32],
@@ -290,14 +304,19 @@ pub struct Signed {
 }
 
 impl Signed {
+    /// The canonical request that was hashed.
+    pub fn canonical_request(&self) -> &[u8] {
+        &self.buf[..self.canonical_end]
+    }
+
     /// The string to sign.
     pub fn string_to_sign(&self) -> &str {
-        std::str::from_utf8(&self.string_to_sign).unwrap_or("")
+        std::str::from_utf8(&self.buf[self.canonical_end..]).unwrap_or("")
     }
 
     /// `;`-separated lowercase signed header names.
     pub fn signed_headers(&self) -> &str {
-        std::str::from_utf8(&self.canonical_request[self.signed_headers.clone()]).unwrap_or("")
+        std::str::from_utf8(&self.buf[self.signed_headers.clone()]).unwrap_or("")
     }
 
     /// Lowercase hex signature.
@@ -327,28 +346,25 @@ pub fn sign(req: &Request<'_>, creds: &Credentials<'_>, amz_date: &str) -> Signe
         .iter()
         .map(|(n, v)| 2 * n.len() + v.len() + 3)
         .sum();
-    let mut canonical_request =
-        Vec::with_capacity(80 + 3 * (req.path.len() + req.query.len()) + headers_len);
-    let signed_headers = write_canonical_request_inner(req, &mut canonical_request);
-    let mut string_to_sign = Vec::with_capacity(128);
-    write_string_to_sign(
-        amz_date,
-        creds.scope,
-        &canonical_request,
-        &mut string_to_sign,
+    let mut buf = Vec::with_capacity(
+        240 + creds.scope.as_str().len() + 3 * (req.path.len() + req.query.len()) + headers_len,
     );
-    let signature = hmac_with_signing_key(creds.key, &string_to_sign);
+    let signed_headers = write_canonical_request_inner(req, &mut buf);
+    let canonical_end = buf.len();
+    let hash = sha256(&buf);
+    write_string_to_sign(amz_date, creds.scope, &hash, &mut buf);
+    let signature = hmac_with_signing_key(creds.key, &buf[canonical_end..]);
     let mut sig_hex = [0u8; 64];
-    let _ = hex::encode_to_slice(signature, &mut sig_hex);
+    hex_lower(&signature, &mut sig_hex);
     let authorization = authorization_value(
         creds.access_key,
         creds.scope,
-        std::str::from_utf8(&canonical_request[signed_headers.clone()]).unwrap_or(""),
+        std::str::from_utf8(&buf[signed_headers.clone()]).unwrap_or(""),
         std::str::from_utf8(&sig_hex).unwrap_or_default(),
     );
     Signed {
-        canonical_request,
-        string_to_sign,
+        buf,
+        canonical_end,
         signed_headers,
         signature,
         authorization,
@@ -475,8 +491,7 @@ impl PayloadHasher {
     /// The lowercase hex digest, as `x-amz-content-sha256` carries it.
     pub fn finish_hex(self) -> [u8; 64] {
         let mut out = [0u8; 64];
-        // 32 bytes always encode to 64 hex digits.
-        let _ = hex::encode_to_slice(self.sha.finalize(), &mut out);
+        hex_lower(&self.sha.finalize(), &mut out);
         out
     }
 }
@@ -484,16 +499,17 @@ impl PayloadHasher {
 /// The string to sign for a canonical request.
 pub fn string_to_sign(amz_date: &str, scope: &Scope, canonical_request: &[u8]) -> String {
     let mut sts = Vec::with_capacity(128);
-    write_string_to_sign(amz_date, scope, canonical_request, &mut sts);
+    write_string_to_sign(
+        amz_date,
+        scope,
+        &Sha256::digest(canonical_request),
+        &mut sts,
+    );
     String::from_utf8_lossy(&sts).into_owned()
 }
 
-fn write_string_to_sign(
-    amz_date: &str,
-    scope: &Scope,
-    canonical_request: &[u8],
-    out: &mut Vec<u8>,
-) {
+/// Appends the string to sign for a canonical request's SHA-256.
+fn write_string_to_sign(amz_date: &str, scope: &Scope, hash: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(ALGORITHM.as_bytes());
     out.push(b'\n');
     out.extend_from_slice(amz_date.as_bytes());
@@ -502,8 +518,7 @@ fn write_string_to_sign(
     out.push(b'\n');
     let at = out.len();
     out.resize(at + 64, 0);
-    // 32 bytes always encode to 64 hex digits.
-    let _ = hex::encode_to_slice(Sha256::digest(canonical_request), &mut out[at..]);
+    hex_lower(hash, &mut out[at..]);
 }
 
 /// The `Authorization` header value.
@@ -957,6 +972,31 @@ fn write_headers(headers: &[(&[u8], &[u8])], out: &mut Vec<u8>) -> std::ops::Ran
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_and_cached_hmac() {
+        for len in [0usize, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 1000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            assert_eq!(
+                sha256(&data),
+                <[u8; 32]>::from(Sha256::digest(&data)),
+                "{len}"
+            );
+            let key = [len as u8; 32];
+            assert_eq!(
+                hmac_with_signing_key(&key, &data),
+                hmac(&key, &data),
+                "{len}"
+            );
+            // the cached pads of another key must not be reused
+            let other = [!(len as u8); 32];
+            assert_eq!(
+                hmac_with_signing_key(&other, &data),
+                hmac(&other, &data),
+                "{len}"
+            );
+        }
+    }
 
     #[test]
     fn payload_hasher_in_pieces() {

@@ -386,7 +386,7 @@ x-amz-checksum-mode:  ENABLED \r\n\r\n";
             s.signed.signed_headers(),
             "host;x-amz-checksum-mode;x-amz-content-sha256;x-amz-date;x-amz-request-payer"
         );
-        let canonical = String::from_utf8(s.signed.canonical_request).unwrap();
+        let canonical = String::from_utf8(s.signed.canonical_request().to_vec()).unwrap();
         assert!(canonical.contains("\nx-amz-checksum-mode:ENABLED\n"));
         assert!(canonical.contains("\nx-amz-request-payer:requester\n"));
     }

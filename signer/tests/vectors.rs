@@ -119,7 +119,7 @@ fn sign_raw(
     };
     let signed = sign(&req, &creds, AMZ_DATE);
     Outcome {
-        canonical_request: signed.canonical_request.clone(),
+        canonical_request: signed.canonical_request().to_vec(),
         string_to_sign: signed.string_to_sign().to_owned(),
         signature: signed.signature_hex(),
         authorization: signed.authorization().to_owned(),
