@@ -349,10 +349,43 @@ pub fn sign(req: &Request<'_>, creds: &Credentials<'_>, amz_date: &str) -> Signe
     let mut buf = Vec::with_capacity(
         240 + creds.scope.as_str().len() + 3 * (req.path.len() + req.query.len()) + headers_len,
     );
-    let signed_headers = write_canonical_request_inner(req, &mut buf);
+    let (canonical_end, signed_headers, signature, authorization) =
+        sign_in(req, creds, amz_date, &mut buf);
+    Signed {
+        buf,
+        canonical_end,
+        signed_headers,
+        signature,
+        authorization,
+    }
+}
+
+/// The `Authorization` value alone, with `scratch` (cleared first, then
+/// left holding the canonical request and the string to sign) reused for
+/// the work: no allocation but the returned value once `scratch` has grown.
+pub fn authorization_into(
+    req: &Request<'_>,
+    creds: &Credentials<'_>,
+    amz_date: &str,
+    scratch: &mut Vec<u8>,
+) -> String {
+    scratch.clear();
+    sign_in(req, creds, amz_date, scratch).3
+}
+
+/// Writes the canonical request then the string to sign into `buf`;
+/// returns where the canonical request ends, where the signed header list
+/// is, the signature and the `Authorization` value.
+fn sign_in(
+    req: &Request<'_>,
+    creds: &Credentials<'_>,
+    amz_date: &str,
+    buf: &mut Vec<u8>,
+) -> (usize, std::ops::Range<usize>, [u8; 32], String) {
+    let signed_headers = write_canonical_request_inner(req, buf);
     let canonical_end = buf.len();
-    let hash = sha256(&buf);
-    write_string_to_sign(amz_date, creds.scope, &hash, &mut buf);
+    let hash = sha256(buf);
+    write_string_to_sign(amz_date, creds.scope, &hash, buf);
     let signature = hmac_with_signing_key(creds.key, &buf[canonical_end..]);
     let mut sig_hex = [0u8; 64];
     hex_lower(&signature, &mut sig_hex);
@@ -362,13 +395,7 @@ pub fn sign(req: &Request<'_>, creds: &Credentials<'_>, amz_date: &str) -> Signe
         std::str::from_utf8(&buf[signed_headers.clone()]).unwrap_or(""),
         std::str::from_utf8(&sig_hex).unwrap_or_default(),
     );
-    Signed {
-        buf,
-        canonical_end,
-        signed_headers,
-        signature,
-        authorization,
-    }
+    (canonical_end, signed_headers, signature, authorization)
 }
 
 /// A presigned (query-string signed) request: see [`presign`].
@@ -972,6 +999,32 @@ fn write_headers(headers: &[(&[u8], &[u8])], out: &mut Vec<u8>) -> std::ops::Ran
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authorization_into_equals_sign() {
+        let scope = Scope::parse("20130524/us-east-1/s3/aws4_request").unwrap();
+        let key = derive_signing_key(b"secret", &scope);
+        let creds = Credentials {
+            access_key: "AK",
+            scope: &scope,
+            key: &key,
+        };
+        let headers: [(&[u8], &[u8]); 2] =
+            [(b"Host", b"b.s3.amazonaws.com"), (b"x-amz-date", b"d")];
+        let req = Request {
+            method: b"GET",
+            path: b"/a b",
+            query: b"z=1&a=2",
+            headers: &headers,
+            payload_hash: EMPTY_PAYLOAD_SHA256.as_bytes(),
+            rules: PathRules::S3,
+        };
+        let mut scratch = b"left over".to_vec();
+        for _ in 0..2 {
+            let auth = authorization_into(&req, &creds, "20130524T000000Z", &mut scratch);
+            assert_eq!(auth, sign(&req, &creds, "20130524T000000Z").authorization());
+        }
+    }
 
     #[test]
     fn sha256_and_cached_hmac() {
