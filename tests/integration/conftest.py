@@ -75,9 +75,15 @@ def signing() -> harness.SigningConfig:
     return harness.SigningConfig()
 
 
+def _remember(request, proxy) -> None:
+    """Lets the nginx teardown check logs for the signatures it saw."""
+    request.node.__dict__.setdefault("aws_recorders", []).append(proxy)
+
+
 @pytest.fixture
-def recorder(s3):
+def recorder(s3, request):
     proxy = harness.RecordingProxy(s3.port)
+    _remember(request, proxy)
     yield proxy
     proxy.close()
 
@@ -100,6 +106,14 @@ def _nginx_factory(nginx_bin, base_dir, request):
     crashes = []
     leaks = []
     secrets = harness.known_secrets()
+    # the signatures that went out are credentials for 15 minutes: no log
+    # may hold one either
+    for proxy in getattr(request.node, "aws_recorders", []):
+        for rec in proxy.requests:
+            for value in rec.values("authorization"):
+                sig = value.decode("latin-1").rpartition("Signature=")[2]
+                if len(sig) == 64:
+                    secrets[f"signature sent upstream ({sig[:8]}...)"] = sig
     for ng in instances:
         ng.stop()
         crashes += ng.crash_lines()
@@ -125,9 +139,10 @@ def module_make_nginx(nginx_bin, tmp_path_factory, request):
 
 
 @pytest.fixture(scope="module")
-def module_recorder(s3):
+def module_recorder(s3, request):
     """recorder shared by a whole test module."""
     proxy = harness.RecordingProxy(s3.port)
+    _remember(request, proxy)
     yield proxy
     proxy.close()
 
