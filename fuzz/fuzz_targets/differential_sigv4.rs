@@ -20,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
         // aws-sigv4 reads query components as UTF-8 (lossily); S3 clients
         // send UTF-8. Bytes that are not are compared on the path only.
         let kv = String::from_utf8_lossy(kv);
-        let cut = (0..=kv.len() / 2).rev().find(|i| kv.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=kv.len() / 2)
+            .rev()
+            .find(|i| kv.is_char_boundary(*i))
+            .unwrap_or(0);
         let (k, v) = (kv[..cut].as_bytes(), kv[cut..].as_bytes());
         if i > 0 {
             raw_query.push(b'&');
@@ -37,7 +40,11 @@ fuzz_target!(|data: &[u8]| {
 
     let scope = Scope::parse("20261129/us-east-1/s3/aws4_request").unwrap();
     let skey = derive_signing_key(SECRET.as_bytes(), &scope);
-    let creds = Credentials { access_key: "AKIDFUZZ", scope: &scope, key: &skey };
+    let creds = Credentials {
+        access_key: "AKIDFUZZ",
+        scope: &scope,
+        key: &skey,
+    };
     let empty = aws_signer::EMPTY_PAYLOAD_SHA256;
     let headers: [(&[u8], &[u8]); 3] = [
         (b"host", HOST.as_bytes()),
@@ -85,10 +92,15 @@ fuzz_target!(|data: &[u8]| {
     else {
         return; // a URI the http crate refuses
     };
-    let Ok(out) = sdk_sign(req, &params) else { return };
+    let Ok(out) = sdk_sign(req, &params) else {
+        return;
+    };
     let (instructions, _) = out.into_parts();
     let (hdrs, _) = instructions.into_parts();
-    let theirs = hdrs.into_iter().find(|h| h.name() == "authorization").unwrap();
+    let theirs = hdrs
+        .into_iter()
+        .find(|h| h.name() == "authorization")
+        .unwrap();
     assert_eq!(
         ours.authorization(),
         theirs.value(),

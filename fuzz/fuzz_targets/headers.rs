@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
     let key = derive_signing_key(b"secret", &scope);
     let forward = ["x-amz-meta-a".to_owned()];
     let how = HeadSigning {
-        creds: Credentials { access_key: "AK", scope: &scope, key: &key },
+        creds: Credentials {
+            access_key: "AK",
+            scope: &scope,
+            key: &key,
+        },
         amz_date: "20130524T000000Z",
         payload_hash: EMPTY_PAYLOAD_SHA256,
         content_sha256_header: true,

@@ -863,6 +863,27 @@ class Nginx:
     def _cmd(self, *extra: str) -> list[str]:
         return [self.binary, "-p", self.prefix + "/", "-c", self.conf_path, "-e", self.error_log_path, *extra]
 
+    def _run_cmd(self) -> list[str]:
+        """The command that starts nginx: under valgrind memcheck (master and
+        workers) when NGX_VALGRIND=1 (scripts/test-valgrind)."""
+        if os.environ.get("NGX_VALGRIND") != "1":
+            return self._cmd()
+        return [
+            "valgrind", "--tool=memcheck", "--trace-children=yes", "--leak-check=no",
+            "--num-callers=30", f"--log-file={self.prefix}/logs/valgrind.%p.log", *self._cmd(),
+        ]
+
+    def valgrind_errors(self) -> list[str]:
+        """Memory errors valgrind reported (invalid accesses, uninitialised
+        values, mismatched frees), as log lines."""
+        out = []
+        for path in sorted(glob.glob(os.path.join(self.prefix, "logs", "valgrind.*.log"))):
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            out += [l for l in text.splitlines()
+                    if re.search(r"Invalid (read|write|free)|uninitialised|Mismatched free", l)]
+        return out
+
     def test_config(self) -> tuple[int, str]:
         """Run `nginx -t`; returns (returncode, combined stdout+stderr)."""
         p = subprocess.run(self._cmd("-t"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
@@ -874,10 +895,11 @@ class Nginx:
         assert self.proc is None, "already started"
         self._stdio = open(os.path.join(self.prefix, "logs", "stderr.log"), "wb")
         full_env = dict(os.environ, **(env or {}))
-        self.proc = subprocess.Popen(self._cmd(), stdout=self._stdio, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(self._run_cmd(), stdout=self._stdio, stderr=subprocess.STDOUT,
                                      env=full_env)
         try:
-            wait_for_port(self.port, timeout=10, proc=self.proc)
+            wait_for_port(self.port, timeout=60 if os.environ.get("NGX_VALGRIND") == "1" else 10,
+                          proc=self.proc)
         except RuntimeError as e:
             self.stop()
             raise AssertionError(
@@ -918,7 +940,7 @@ class Nginx:
             line
             for line in text.splitlines()
             if "exited on signal" in line or "panicked" in line
-        ]
+        ] + self.valgrind_errors()
 
     # -- client --
     def request(self, method: str, target: str | bytes, headers=(), body: bytes | None = None, **kw) -> Response:
