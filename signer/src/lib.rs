@@ -922,6 +922,29 @@ pub fn write_canonical_headers(headers: &[(&[u8], &[u8])], out: &mut Vec<u8>) ->
 /// Writes the canonical header block, an empty line, then the signed header
 /// list; returns where the list is.
 fn write_headers(headers: &[(&[u8], &[u8])], out: &mut Vec<u8>) -> std::ops::Range<usize> {
+    // The usual case, a signer's own header set: lowercase names, already
+    // in order, none repeated. Written straight through.
+    let simple = headers
+        .iter()
+        .all(|(n, _)| !n.iter().any(u8::is_ascii_uppercase))
+        && headers.windows(2).all(|w| w[0].0 < w[1].0);
+    if simple {
+        for (name, value) in headers {
+            out.extend_from_slice(name);
+            out.push(b':');
+            write_trimmed_value(value, out);
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+        let start = out.len();
+        for (i, (name, _)) in headers.iter().enumerate() {
+            if i > 0 {
+                out.push(b';');
+            }
+            out.extend_from_slice(name);
+        }
+        return start..out.len();
+    }
     let lower_cmp = |a: &[u8], b: &[u8]| {
         a.iter()
             .map(u8::to_ascii_lowercase)
