@@ -17,8 +17,8 @@
 use std::fmt;
 
 use crate::{
-    decode_into, encode_into, query_parts, requote_query_component, sign, Credentials, PathRules,
-    Request, Signed,
+    query_parts, requote_path, requote_query_component, sign, Credentials, PathRules, Request,
+    Signed,
 };
 
 /// What to sign a head with.
@@ -163,10 +163,8 @@ pub fn parse_head(bytes: &[u8]) -> Result<Head<'_>, HeadError> {
 /// unreserved set (`/` kept); each query key and value decoded (`+` as a
 /// space) and encoded likewise, order and bare keys kept.
 pub fn strict_target(path: &[u8], query: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let mut decoded = Vec::with_capacity(path.len());
-    decode_into(path, &mut decoded);
     let mut p = Vec::with_capacity(path.len() + 16);
-    encode_into(&decoded, true, &mut p);
+    requote_path(path, &mut p);
     let mut q = Vec::with_capacity(query.len() + 16);
     for (k, v, eq) in query_parts(query) {
         if !q.is_empty() {
