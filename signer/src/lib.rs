@@ -454,16 +454,7 @@ pub fn presign(
     }
     params.push(("X-Amz-SignedHeaders", &signed_headers));
     let mut query = Vec::with_capacity(req.query.len() + 256);
-    for (k, v, eq) in query_parts(req.query) {
-        if !query.is_empty() {
-            query.push(b'&');
-        }
-        requote_query_component(k, &mut query);
-        if eq {
-            query.push(b'=');
-            requote_query_component(v, &mut query);
-        }
-    }
+    write_strict_query(req.query, &mut query);
     for (k, v) in &params {
         if !query.is_empty() {
             query.push(b'&');
@@ -808,6 +799,22 @@ pub fn query_parts(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8], bool)> {
 /// space), then encoded with the unreserved set.
 pub fn requote_query_component(raw: &[u8], out: &mut Vec<u8>) {
     requote(raw, true, false, out);
+}
+
+/// Appends the strict form of a query: each key and value decoded (`+` as
+/// a space) and encoded with the unreserved set, order and bare keys
+/// (`?acl`) kept, empty pairs (`&&`) dropped.
+pub fn write_strict_query(query: &[u8], out: &mut Vec<u8>) {
+    for (i, (k, v, eq)) in query_parts(query).enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        requote_query_component(k, out);
+        if eq {
+            out.push(b'=');
+            requote_query_component(v, out);
+        }
+    }
 }
 
 /// The strict form of a path: decoded once, encoded with the unreserved

@@ -16,10 +16,7 @@
 
 use std::fmt;
 
-use crate::{
-    query_parts, requote_path, requote_query_component, sign, Credentials, PathRules, Request,
-    Signed,
-};
+use crate::{requote_path, sign, write_strict_query, Credentials, PathRules, Request, Signed};
 
 /// What to sign a head with.
 #[derive(Clone, Copy, Debug)]
@@ -166,16 +163,7 @@ pub fn strict_target(path: &[u8], query: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let mut p = Vec::with_capacity(path.len() + 16);
     requote_path(path, &mut p);
     let mut q = Vec::with_capacity(query.len() + 16);
-    for (k, v, eq) in query_parts(query) {
-        if !q.is_empty() {
-            q.push(b'&');
-        }
-        requote_query_component(k, &mut q);
-        if eq {
-            q.push(b'=');
-            requote_query_component(v, &mut q);
-        }
-    }
+    write_strict_query(query, &mut q);
     (p, q)
 }
 
@@ -244,7 +232,11 @@ pub fn sign_head(bytes: &[u8], how: &HeadSigning<'_>) -> Result<SignedHead, Head
     // something there) and normalized only in the canonical request.
     let (path, query) = match how.rules {
         PathRules::S3 => strict_target(head.path, head.query),
-        PathRules::Generic { .. } => (head.path.to_vec(), strict_target(b"", head.query).1),
+        PathRules::Generic { .. } => {
+            let mut q = Vec::with_capacity(head.query.len() + 16);
+            write_strict_query(head.query, &mut q);
+            (head.path.to_vec(), q)
+        }
     };
     let req = Request {
         method: head.method,
