@@ -195,6 +195,9 @@ pub struct LocConf {
     /// `$aws_s3_host`, computed at merge: `bucket.endpoint` for
     /// virtual-host addressing, the endpoint for path style.
     pub s3_host: String,
+    /// What goes before the object key in the path, computed at merge:
+    /// `/bucket` for path addressing with a bucket, else nothing.
+    pub s3_path_prefix: String,
     /// Where `aws_sign` was written, for messages given at merge time.
     sign_at: Option<String>,
     /// `aws_access_key` or `aws_signing_key` is written in this very
@@ -423,8 +426,9 @@ unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
     }
 }
 
-/// Runs a directive handler body: parses the one argument with `parse`,
-/// refuses duplicates, stores the value; errors become `[emerg]` lines.
+/// Runs a directive handler body: parses the arguments (after the name)
+/// with `parse`, refuses duplicates, stores the value; errors become
+/// `[emerg]` lines.
 ///
 /// # Safety
 /// The pointers are the ones nginx passes to a directive handler for a
@@ -433,7 +437,7 @@ unsafe fn set_value<T>(
     cf: *mut ngx_conf_t,
     conf: *mut c_void,
     field: fn(&mut LocConf) -> &mut Option<T>,
-    parse: fn(&[u8]) -> Result<T, String>,
+    parse: impl FnOnce(&[ngx_str_t]) -> Result<T, String>,
 ) -> *mut c_char {
     // SAFETY: conf was allocated by create_loc_conf as a LocConf.
     let lc = unsafe { &mut *(conf as *mut LocConf) };
@@ -454,7 +458,7 @@ unsafe fn set_value<T>(
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" directive is duplicate");
         return NGX_CONF_ERROR;
     }
-    match parse(ngx_bytes(&a[1])) {
+    match parse(&a[1..]) {
         Ok(v) => {
             *slot = Some(v);
             NGX_CONF_OK
@@ -479,13 +483,25 @@ macro_rules! setter {
     };
 }
 
-setter!(set_access_key, access_key, parse_access_key);
-setter!(set_key_scope, scope, parse_scope);
-setter!(set_signing_key, key, parse_signing_key);
-setter!(set_s3_bucket, bucket, parse_bucket);
-setter!(set_session_token, session_token, parse_session_token);
-setter!(set_region, region, parse_region);
-setter!(set_service, service, parse_service);
+/// A directive's one argument, parsed by `parse`.
+fn one<T>(parse: fn(&[u8]) -> Result<T, String>) -> impl FnOnce(&[ngx_str_t]) -> Result<T, String> {
+    move |a| parse(ngx_bytes(&a[0]))
+}
+
+/// All of a directive's arguments, parsed together by `parse`.
+fn all<T>(
+    parse: fn(&[&[u8]]) -> Result<T, String>,
+) -> impl FnOnce(&[ngx_str_t]) -> Result<T, String> {
+    move |a| parse(&a.iter().map(ngx_bytes).collect::<Vec<_>>())
+}
+
+setter!(set_access_key, access_key, one(parse_access_key));
+setter!(set_key_scope, scope, one(parse_scope));
+setter!(set_signing_key, key, one(parse_signing_key));
+setter!(set_s3_bucket, bucket, one(parse_bucket));
+setter!(set_session_token, session_token, one(parse_session_token));
+setter!(set_region, region, one(parse_region));
+setter!(set_service, service, one(parse_service));
 
 fn parse_region(v: &[u8]) -> Result<String, String> {
     let ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
@@ -688,17 +704,17 @@ unsafe extern "C" fn set_session_token_file(
         )
     }
 }
-setter!(set_endpoint, endpoint, parse_endpoint);
-setter!(set_s3_addressing, addressing, parse_addressing);
-setter!(set_payload, payload, parse_payload);
-setter!(set_payload_max, payload_max, parse_size);
+setter!(set_endpoint, endpoint, one(parse_endpoint));
+setter!(set_s3_addressing, addressing, one(parse_addressing));
+setter!(set_payload, payload, one(parse_payload));
+setter!(set_payload_max, payload_max, one(parse_size));
 setter!(
     set_content_sha256_header,
     content_sha256_header,
-    parse_on_off
+    one(parse_on_off)
 );
-setter!(set_presign_expires, presign_expires, parse_expires);
-setter!(set_presign_scheme, presign_scheme, parse_scheme);
+setter!(set_presign_expires, presign_expires, one(parse_expires));
+setter!(set_presign_scheme, presign_scheme, one(parse_scheme));
 
 fn parse_payload(v: &[u8]) -> Result<Payload, String> {
     match v {
@@ -775,24 +791,13 @@ fn parse_scheme(v: &[u8]) -> Result<String, String> {
     }
 }
 
-unsafe extern "C" fn set_sign_methods(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: conf was allocated by create_loc_conf as a LocConf; cf is a
-    // directive handler's conf.
-    let (lc, a) = unsafe { (&mut *(conf as *mut LocConf), args(cf)) };
-    if lc.methods.is_some() {
-        ngx_conf_log_error!(
-            NGX_LOG_EMERG,
-            cf,
-            "\"aws_sign_methods\" directive is duplicate"
-        );
-        return NGX_CONF_ERROR;
-    }
+setter!(set_sign_methods, methods, all(parse_methods));
+setter!(set_forward_amz_headers, forward, all(parse_forward));
+
+/// Method names, as NGX_HTTP_* bits.
+fn parse_methods(values: &[&[u8]]) -> Result<ngx_uint_t, String> {
     let mut mask: ngx_uint_t = 0;
-    for v in a[1..].iter().map(ngx_bytes) {
+    for v in values {
         let upper = v.to_ascii_uppercase();
         match METHODS
             .iter()
@@ -800,18 +805,14 @@ unsafe extern "C" fn set_sign_methods(
         {
             Some((_, bit)) => mask |= *bit as ngx_uint_t,
             None => {
-                ngx_conf_log_error!(
-                    NGX_LOG_EMERG,
-                    cf,
-                    "\"aws_sign_methods\": unknown method \"{}\" (GET, HEAD, PUT, POST, DELETE, PATCH or OPTIONS)",
+                return Err(format!(
+                    "unknown method \"{}\" (GET, HEAD, PUT, POST, DELETE, PATCH or OPTIONS)",
                     String::from_utf8_lossy(v)
-                );
-                return NGX_CONF_ERROR;
+                ))
             }
         }
     }
-    lc.methods = Some(mask);
-    NGX_CONF_OK
+    Ok(mask)
 }
 
 fn parse_addressing(v: &[u8]) -> Result<Addressing, String> {
@@ -822,35 +823,6 @@ fn parse_addressing(v: &[u8]) -> Result<Addressing, String> {
             "invalid value \"{}\", it must be \"virtual\" (Host: bucket.endpoint) or \"path\" (Host: endpoint, path /bucket/key)",
             String::from_utf8_lossy(v)
         )),
-    }
-}
-
-unsafe extern "C" fn set_forward_amz_headers(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: conf was allocated by create_loc_conf as a LocConf; cf is a
-    // directive handler's conf.
-    let (lc, a) = unsafe { (&mut *(conf as *mut LocConf), args(cf)) };
-    if lc.forward.is_some() {
-        ngx_conf_log_error!(
-            NGX_LOG_EMERG,
-            cf,
-            "\"aws_forward_amz_headers\" directive is duplicate"
-        );
-        return NGX_CONF_ERROR;
-    }
-    let values: Vec<&[u8]> = a[1..].iter().map(ngx_bytes).collect();
-    match parse_forward(&values) {
-        Ok(list) => {
-            lc.forward = Some(list);
-            NGX_CONF_OK
-        }
-        Err(why) => {
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"aws_forward_amz_headers\": {why}");
-            NGX_CONF_ERROR
-        }
     }
 }
 
@@ -968,9 +940,10 @@ impl LocConf {
         inherit(&mut self.content_sha256_header, &prev.content_sha256_header);
         inherit(&mut self.presign_expires, &prev.presign_expires);
         inherit(&mut self.presign_scheme, &prev.presign_scheme);
-        self.s3_host = match (&self.bucket, self.addressing()) {
-            (Some(b), Addressing::Virtual) => format!("{b}.{}", self.endpoint()),
-            _ => self.endpoint().to_owned(),
+        (self.s3_host, self.s3_path_prefix) = match (&self.bucket, self.addressing()) {
+            (Some(b), Addressing::Virtual) => (format!("{b}.{}", self.endpoint()), String::new()),
+            (Some(b), Addressing::Path) => (self.endpoint().to_owned(), format!("/{b}")),
+            (None, _) => (self.endpoint().to_owned(), String::new()),
         };
         if self.addressing == Some(Addressing::Virtual) && self.bucket.is_some() {
             let host = self

@@ -560,10 +560,7 @@ pub unsafe fn presigned_url(r: *mut ngx_http_request_t, ctx: &RequestCtx) -> Opt
             return None;
         }
         let mut path = Vec::with_capacity((*r).uri.len * 3 + 64);
-        if let (Some(b), Addressing::Path) = (&lc.bucket, lc.addressing()) {
-            path.push(b'/');
-            path.extend_from_slice(b.as_bytes());
-        }
+        path.extend_from_slice(lc.s3_path_prefix.as_bytes());
         aws_signer::encode_into(ngx_bytes(&(*r).uri), true, &mut path);
         let host = lc.s3_host.as_bytes();
         let headers: [(&[u8], &[u8]); 1] = [(b"host", host)];
@@ -661,12 +658,11 @@ pub unsafe fn sign_client_request(r: *mut ngx_http_request_t, ctx: &RequestCtx) 
             None => (target, &b""[..]),
         };
         let prefixed;
-        let path = match (&lc.bucket, lc.addressing()) {
-            (Some(b), Addressing::Path) => {
-                prefixed = [b"/", b.as_bytes(), path].concat();
-                &prefixed[..]
-            }
-            _ => path,
+        let path = if lc.s3_path_prefix.is_empty() {
+            path
+        } else {
+            prefixed = [lc.s3_path_prefix.as_bytes(), path].concat();
+            &prefixed[..]
         };
         let amz_date = ctx.amz_date();
         let headers = signed_headers(

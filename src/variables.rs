@@ -309,16 +309,9 @@ unsafe extern "C" fn s3_address_variable(
             set_value(v, lc.s3_host.as_ptr(), lc.s3_host.len());
             return Status::NGX_OK.into();
         }
-        let prefix: &[u8] = match (&lc.bucket, lc.addressing()) {
-            (Some(b), crate::conf::Addressing::Path) => b.as_bytes(),
-            _ => b"",
-        };
+        let prefix = lc.s3_path_prefix.as_bytes();
         let uri = crate::ngx_bytes(&(*r).uri);
-        let extra = if prefix.is_empty() {
-            0
-        } else {
-            prefix.len() + 1
-        };
+        let extra = prefix.len();
         let len = extra + aws_signer::encoded_len(uri, true);
         let p = ngx_palloc((*r).pool, len.max(1)) as *mut u8;
         if p.is_null() {
@@ -326,10 +319,7 @@ unsafe extern "C" fn s3_address_variable(
         }
         // SAFETY: p points to len writable bytes of the request pool.
         let out = std::slice::from_raw_parts_mut(p, len);
-        if extra > 0 {
-            out[0] = b'/';
-            out[1..extra].copy_from_slice(prefix);
-        }
+        out[..extra].copy_from_slice(prefix);
         match aws_signer::encode_to_slice(uri, true, &mut out[extra..]) {
             Some(n) => set_value(v, p, extra + n),
             None => return Status::NGX_ERROR.into(),
