@@ -20,6 +20,7 @@ Contents
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as _dt
 import glob
 import hashlib
@@ -176,6 +177,17 @@ class SigningConfig:
 
 
 SESSION_TOKEN = "FQoGZXIvYXdzEXAMPLE//session+token/with=odd/chars"
+
+# The variables form of signing, for a location block.
+SIGN_VARIABLES = """
+            proxy_set_header Authorization $s3_auth_token;
+            proxy_set_header x-amz-date $aws_date;
+            proxy_set_header x-amz-content-sha256 $aws_content_sha256;"""
+
+
+def sign_lines(mode: str) -> str:
+    """The directives that sign a location in `mode` ("aws_sign" or "variables")."""
+    return "aws_sign;" if mode == "aws_sign" else SIGN_VARIABLES
 
 
 def known_secrets() -> dict[str, str]:
@@ -495,6 +507,23 @@ def direct_s3_request(
     )
     send = [(n, v) for n, v in signed if n != "host"] + [("Authorization", authz)]
     return http_request(port, method, wire_target, send, host=host)
+
+
+@contextlib.contextmanager
+def serve_http(handler: type):
+    """An http.server on 127.0.0.1 (a free port) in a background thread for
+    the `with` block: a stand-in upstream whose handler class checks or
+    records what nginx sends."""
+    import http.server
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 # --------------------------------------------------------------------------

@@ -54,10 +54,7 @@ CASES = [
 
 @pytest.mark.parametrize("mode", ["aws_sign", "variables"])
 def test_hostile_requests(nginx, recorder, signing, obj, mode):
-    sign = "aws_sign;" if mode == "aws_sign" else """
-            proxy_set_header Authorization $s3_auth_token;
-            proxy_set_header x-amz-date $aws_date;
-            proxy_set_header x-amz-content-sha256 $aws_content_sha256;"""
+    sign = harness.sign_lines(mode)
     nginx.write_config(f"""
     large_client_header_buffers 4 16k;
     server {{

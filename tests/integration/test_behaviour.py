@@ -25,11 +25,6 @@ def obj(s3):
 
 OBJ_PATH = f"/{BUCKET}/{harness.s3_encode_key(OBJ_KEY)}"
 
-VARIABLES = """
-            proxy_set_header Authorization $s3_auth_token;
-            proxy_set_header x-amz-date $aws_date;
-            proxy_set_header x-amz-content-sha256 $aws_content_sha256;"""
-
 
 def simple_server(ng, directives: str, location_body: str, upstream_port: int, loc: str = "/") -> str:
     return f"""
@@ -191,7 +186,7 @@ def test_nested_aws_sign_off_stops_signing(nginx, recorder, signing, obj):
 
 
 def test_variables_are_consistent(nginx, recorder, signing, obj):
-    nginx.write_config(simple_server(nginx, signing.directives("        "), VARIABLES, recorder.port))
+    nginx.write_config(simple_server(nginx, signing.directives("        "), harness.SIGN_VARIABLES, recorder.port))
     nginx.start()
     before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     resp = nginx.request("GET", OBJ_PATH)
@@ -210,7 +205,7 @@ def test_variables_are_consistent(nginx, recorder, signing, obj):
 
 
 def test_variables_mode_head(nginx, recorder, signing, obj):
-    nginx.write_config(simple_server(nginx, signing.directives("        "), VARIABLES, recorder.port))
+    nginx.write_config(simple_server(nginx, signing.directives("        "), harness.SIGN_VARIABLES, recorder.port))
     nginx.start()
     resp = nginx.request("HEAD", OBJ_PATH)
     assert resp.status == 200, resp
@@ -262,7 +257,7 @@ def test_signed_host_is_proxy_set_header_host(nginx, recorder, signing, obj, mod
     """The signed Host is the Host nginx actually sends, here one set with
     proxy_set_header (virtual-hosted style, no bucket in the path)."""
     vhost = f"{BUCKET}.s3.amazonaws.com"
-    sign = "aws_sign;" if mode == "aws_sign" else VARIABLES
+    sign = harness.sign_lines(mode)
     nginx.write_config(
         simple_server(
             nginx,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import threading
 
 import pytest
 
@@ -81,12 +80,8 @@ class Verifier(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def verifier():
     Verifier.seen = []
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Verifier)
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with harness.serve_http(Verifier) as srv:
+        yield srv
 
 
 def es_nginx(ng, verifier, extra=""):

@@ -9,7 +9,6 @@ import http.server
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -202,10 +201,8 @@ def test_midnight_switches_to_next_days_key(nginx, tmp_path):
     first = dt.date(2031, 3, 14)
     d0, d1 = first.strftime("%Y%m%d"), day(1, first)
     f = key_file(tmp_path / "keys", [d0, d1])
-    srv = http.server.HTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
     _Echo.seen = []
-    try:
+    with harness.serve_http(_Echo) as srv:
         nginx.write_config(server(nginx, f"aws_signing_key_file {f};", srv.server_address[1]))
         nginx.start(env={"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": "@2031-03-14 23:59:57",
                          "FAKETIME_DONT_RESET": "1", "TZ": "UTC"})
@@ -229,8 +226,6 @@ def test_midnight_switches_to_next_days_key(nginx, tmp_path):
             (_Echo.seen[-1][0] + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in _Echo.seen[-1][1].items())
              + "\r\n").encode())
         harness.check_signed_request(rec)
-    finally:
-        srv.shutdown()
 
 
 def secret_file(path: Path, secret: str = harness.SECRET_KEY, mode: int = 0o600) -> Path:
@@ -262,10 +257,8 @@ def test_secret_mode_key_equals_key_tool(nginx, tmp_path):
     kf = tmp_path / "keys"
     subprocess.run([sys.executable, str(KEY_TOOL), "-k", harness.SECRET_KEY, "-r", harness.REGION,
                     "-d", day(-1), "--days", "3", "-o", str(kf)], check=True)
-    srv = http.server.HTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    port = srv.server_address[1]
-    try:
+    with harness.serve_http(_Echo) as srv:
+        port = srv.server_address[1]
         nginx.write_config(f"""
     server {{
         listen 127.0.0.1:{nginx.port};
@@ -287,8 +280,6 @@ def test_secret_mode_key_equals_key_tool(nginx, tmp_path):
                 break
         else:
             pytest.fail("the clock moved between the two requests five times")
-    finally:
-        srv.shutdown()
 
 
 @pytest.mark.parametrize("extra, expect", [

@@ -101,10 +101,6 @@ STYLES = ["vhost", "path"]
 ROUTES = ["plain", "uripart", "rewrite", "vars"]
 VHOST = f"{BUCKET}.s3.amazonaws.com"
 
-SIGN_VARIABLES = """
-            proxy_set_header Authorization $s3_auth_token;
-            proxy_set_header x-amz-date $aws_date;
-            proxy_set_header x-amz-content-sha256 $aws_content_sha256;"""
 
 
 def _body_for(key: str) -> bytes:
@@ -149,7 +145,7 @@ class Matrix:
                 "aws_s3_addressing virtual;" if style == "vhost"
                 else f"aws_s3_addressing path; aws_endpoint 127.0.0.1:{self.recorder.port};"
             )
-            sign = "aws_sign;" if mode == "aws_sign" else SIGN_VARIABLES
+            sign = harness.sign_lines(mode)
             sign += '\n            proxy_set_header Connection "";'
             out.append(f"""
     server {{

@@ -10,24 +10,15 @@ from __future__ import annotations
 import http.server
 import os
 import random
-import threading
 
 import pytest
 
 import harness
 from harness import BUCKET
 
-SIGN_VARIABLES = """
-        proxy_set_header Authorization $s3_auth_token;
-        proxy_set_header x-amz-date $aws_date;
-        proxy_set_header x-amz-content-sha256 $aws_content_sha256;"""
 MODES = ["aws_sign", "variables"]
 MIB = 1024 * 1024
 BIG = random.Random(10).randbytes(10 * MIB)
-
-
-def sign_lines(mode: str) -> str:
-    return "aws_sign;" if mode == "aws_sign" else SIGN_VARIABLES
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +57,7 @@ def test_slice_and_proxy_cache_10mib_in_1mib_slices(nginx, recorder, signing, ob
             proxy_cache_key $uri$is_args$args$slice_range;
             proxy_cache_valid 200 206 1h;
             proxy_set_header Range $slice_range;
-            {sign_lines(mode)}
+            {harness.sign_lines(mode)}
             proxy_pass http://127.0.0.1:{up}/{BUCKET}/sub/;
         }}"""))
     nginx.start()
@@ -102,7 +93,7 @@ def test_proxy_cache_head_is_sent_and_signed_as_get(nginx, recorder, signing, ob
         location /cached/ {{
             proxy_cache s3cache;
             proxy_cache_valid 200 1h;
-            {sign_lines(mode)}
+            {harness.sign_lines(mode)}
             proxy_pass http://127.0.0.1:{up}/{BUCKET}/sub/;
         }}
         location /cached-head/ {{
@@ -110,7 +101,7 @@ def test_proxy_cache_head_is_sent_and_signed_as_get(nginx, recorder, signing, ob
             proxy_cache_convert_head off;
             proxy_cache_key $request_method$proxy_host$request_uri;
             proxy_cache_valid 200 1h;
-            {sign_lines(mode)}
+            {harness.sign_lines(mode)}
             proxy_pass http://127.0.0.1:{up}/{BUCKET}/sub/;
         }}"""))
     nginx.start()
@@ -147,18 +138,18 @@ def test_try_files_and_error_page_redirects(nginx, recorder, signing, objects, m
             try_files $uri @s3;
         }}
         location @s3 {{
-            {sign_lines(mode)}
+            {harness.sign_lines(mode)}
             rewrite ^/tf/(.*)$ /{BUCKET}/sub/$1 break;
             proxy_pass http://127.0.0.1:{up};
         }}
         location /ep/ {{
-            {sign_lines(mode)}
+            {harness.sign_lines(mode)}
             proxy_intercept_errors on;
             error_page 404 = /fallback/fallback.txt;
             proxy_pass http://127.0.0.1:{up}/{BUCKET}/sub/;
         }}
         location /fallback/ {{
-            {sign_lines(mode)}
+            {harness.sign_lines(mode)}
             proxy_pass http://127.0.0.1:{up}/{BUCKET}/sub/;
         }}"""))
     nginx.start()
@@ -198,12 +189,8 @@ class _AuthHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def auth_server():
     _AuthHandler.seen = []
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AuthHandler)
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with harness.serve_http(_AuthHandler) as srv:
+        yield srv
 
 
 @pytest.mark.parametrize("where", ["location", "server"])
@@ -282,7 +269,7 @@ def test_retry_on_next_upstream_sends_the_signed_head_once(nginx, recorder, sign
     dead = free_port()
     nginx.write_config(server(nginx, signing, f"""
         location /retry/ {{
-            {sign_lines(mode)}
+            {harness.sign_lines(mode)}
             proxy_set_header Host 127.0.0.1:{up};
             proxy_pass http://s3pool/{BUCKET}/sub/;
         }}""") + f"""

@@ -242,12 +242,6 @@ def test_method_not_listed_gets_405_with_allow(nginx, recorder, signing):
     assert resp.status == 200, resp
 
 
-VARIABLES = """
-            proxy_set_header Authorization $s3_auth_token;
-            proxy_set_header x-amz-date $aws_date;
-            proxy_set_header x-amz-content-sha256 $aws_content_sha256;"""
-
-
 @pytest.mark.parametrize("payload", PAYLOADS)
 def test_variables_mode_uploads(nginx, recorder, signing, s3, payload):
     """Variables mode with aws_sign_methods: both payload modes sign, with
@@ -260,12 +254,12 @@ def test_variables_mode_uploads(nginx, recorder, signing, s3, payload):
         aws_payload {payload};
         aws_sign_methods GET HEAD PUT;
         location / {{
-            {VARIABLES}
+            {harness.SIGN_VARIABLES}
             proxy_pass http://127.0.0.1:{recorder.port};
         }}
         location /nobuf/ {{
             proxy_request_buffering off;
-            {VARIABLES}
+            {harness.SIGN_VARIABLES}
             proxy_pass http://127.0.0.1:{recorder.port}/{BUCKET}/;
         }}
     }}""")
@@ -293,7 +287,7 @@ def test_body_that_cannot_be_hashed_is_refused(nginx, recorder, signing, s3):
             aws_payload signed;
             aws_sign_methods PUT;
             proxy_set_body "not the client's body";
-            {VARIABLES}
+            {harness.SIGN_VARIABLES}
             proxy_pass http://127.0.0.1:{recorder.port}/{BUCKET}/;
         }}
         location /chunked/ {{
@@ -301,7 +295,7 @@ def test_body_that_cannot_be_hashed_is_refused(nginx, recorder, signing, s3):
             aws_sign_methods PUT;
             proxy_request_buffering off;
             proxy_http_version 1.1;
-            {VARIABLES}
+            {harness.SIGN_VARIABLES}
             proxy_pass http://127.0.0.1:{recorder.port}/{BUCKET}/;
         }}
     }}""")
