@@ -192,6 +192,11 @@ pub struct LocConf {
     pub presign_expires: Option<u64>,
     /// `aws_presign_scheme`.
     pub presign_scheme: Option<String>,
+    /// The `Allow` value of a 405 (the signed methods), computed at merge.
+    pub allow: String,
+    /// A signed payload is possible here, so request bodies are hashed as
+    /// they are read; computed at merge.
+    pub hashes_body: bool,
     /// `$aws_s3_host`, computed at merge: `bucket.endpoint` for
     /// virtual-host addressing, the endpoint for path style.
     pub s3_host: String,
@@ -247,7 +252,7 @@ impl LocConf {
     }
 
     /// The `Allow` header value of a 405: the signed methods.
-    pub fn allow_header(&self) -> String {
+    fn allow_value(&self) -> String {
         let m = self.methods();
         METHODS
             .iter()
@@ -274,7 +279,7 @@ impl LocConf {
 
     /// True when the request body must be hashed as it is read: a signed
     /// payload is possible here.
-    pub fn hashes_body(&self) -> bool {
+    fn body_needs_hash(&self) -> bool {
         let Some(signing) = self.signing.as_ref() else {
             return false;
         };
@@ -1020,6 +1025,8 @@ impl LocConf {
                 missing.join(", ")
             ));
         }
+        self.allow = self.allow_value();
+        self.hashes_body = self.body_needs_hash();
         Ok(())
     }
 }

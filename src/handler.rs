@@ -67,15 +67,15 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
                 log,
                 "aws_auth: method \"{}\" is not signed here (aws_sign_methods {}), answering 405",
                 String::from_utf8_lossy(method),
-                lc.allow_header()
+                lc.allow
             );
-            add_allow_header(r, &lc.allow_header());
+            add_allow_header(r, &lc.allow);
             return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
         }
         if r != (*r).main || !(chunked || (*r).headers_in.content_length_n > 0) {
             return declined;
         }
-        let hashes = lc.hashes_body();
+        let hashes = lc.hashes_body;
         if let Some(max) = lc.payload_max.filter(|_| hashes) {
             if (*r).headers_in.content_length_n > 0 && (*r).headers_in.content_length_n as u64 > max
             {
@@ -188,7 +188,7 @@ unsafe extern "C" fn request_body_filter(
     // SAFETY: nginx calls body filters with the live request and a chain of
     // live buffers; NEXT_REQUEST_BODY_FILTER was set at postconfiguration.
     unsafe {
-        if let Some(lc) = loc_conf(r).filter(|lc| lc.hashes_body()) {
+        if let Some(lc) = loc_conf(r).filter(|lc| lc.hashes_body) {
             if r == (*r).main {
                 if let Some(ctx) = request_ctx(r).filter(|c| !c.body_done) {
                     let hasher = ctx.hasher.get_or_insert_with(Default::default);
@@ -336,7 +336,7 @@ unsafe fn sign_first_buffer(
                 log,
                 "aws_auth: upstream method \"{}\" is not signed (aws_sign_methods {}), answering 405",
                 String::from_utf8_lossy(head.method),
-                lc.allow_header()
+                lc.allow
             );
             return Err(NGX_HTTP_NOT_ALLOWED as ngx_int_t);
         }
