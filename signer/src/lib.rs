@@ -328,11 +328,6 @@ impl Signed {
     pub fn authorization(&self) -> &str {
         &self.authorization
     }
-
-    /// The `Authorization` value, without copying it.
-    pub fn into_authorization(self) -> String {
-        self.authorization
-    }
 }
 
 /// Signs a request: canonical request, string to sign, signature and `Authorization`.
@@ -468,7 +463,7 @@ pub fn presign(
         ..*req
     };
     let mut canonical_request = Vec::with_capacity(256 + req.path.len() + query.len());
-    write_canonical_request(&signing, &mut canonical_request);
+    write_canonical_request_inner(&signing, &mut canonical_request);
     let string_to_sign = string_to_sign(amz_date, creds.scope, &canonical_request);
     let signature = hex::encode(hmac(creds.key, string_to_sign.as_bytes()));
     query.extend_from_slice(b"&X-Amz-Signature=");
@@ -677,13 +672,28 @@ fn hex_val(b: u8) -> Option<u8> {
 /// followed by two hex digits is kept as it is; `+` is kept (RFC 3986 path
 /// semantics).
 pub fn decode_into(bytes: &[u8], out: &mut Vec<u8>) {
-    decode(bytes, false, out)
+    out.reserve(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match percent_at(bytes, i) {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
 }
 
-/// Like [`decode_into`] for a query key or value: `+` stands for a space
-/// there (HTML form encoding), as AWS and S3 implementations read it.
-pub fn decode_query_into(bytes: &[u8], out: &mut Vec<u8>) {
-    decode(bytes, true, out)
+/// The byte a valid `%XX` at `bytes[i]` stands for.
+fn percent_at(bytes: &[u8], i: usize) -> Option<u8> {
+    if bytes.get(i) != Some(&b'%') {
+        return None;
+    }
+    Some(hex_val(*bytes.get(i + 1)?)? << 4 | hex_val(*bytes.get(i + 2)?)?)
 }
 
 /// Decodes and re-encodes in one pass, without an intermediate buffer:
@@ -704,39 +714,15 @@ fn requote(bytes: &[u8], plus_is_space: bool, keep_slash: bool, out: &mut Vec<u8
             i += run;
             continue;
         }
-        let mut b = bytes[i];
-        i += 1;
-        if b == b'%' {
-            if let (Some(h), Some(l)) = (
-                bytes.get(i).copied().and_then(hex_val),
-                bytes.get(i + 1).copied().and_then(hex_val),
-            ) {
-                b = h << 4 | l;
-                i += 2;
-            }
-        } else if plus_is_space && b == b'+' {
-            b = b' ';
-        }
+        // `+` stands for a space in a query (HTML form encoding), as AWS
+        // and S3 implementations read it; in a path it is a plus.
+        let (b, step) = match percent_at(bytes, i) {
+            Some(b) => (b, 3),
+            None if plus_is_space && bytes[i] == b'+' => (b' ', 1),
+            None => (bytes[i], 1),
+        };
+        i += step;
         encode_byte(b, keep_slash, out);
-    }
-}
-
-fn decode(bytes: &[u8], plus_is_space: bool, out: &mut Vec<u8>) {
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'%' {
-            if let (Some(h), Some(l)) = (
-                bytes.get(i + 1).copied().and_then(hex_val),
-                bytes.get(i + 2).copied().and_then(hex_val),
-            ) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if plus_is_space && b == b'+' { b' ' } else { b });
-        i += 1;
     }
 }
 
