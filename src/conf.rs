@@ -12,6 +12,7 @@ use aws_signer::config::{
     parse_access_key, parse_bucket, parse_endpoint, parse_key_file, parse_scope, parse_signing_key,
     ScopedKey,
 };
+use aws_signer::policy::{Addressing, MethodSet, Policy, QueryPolicy, S3Policy};
 use aws_signer::{PathRules, Scope, SigningKey};
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
@@ -19,15 +20,11 @@ use ngx::ffi::{
     NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN,
 };
-use ngx::ffi::{
-    NGX_HTTP_DELETE, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_OPTIONS, NGX_HTTP_PATCH, NGX_HTTP_POST,
-    NGX_HTTP_PUT,
-};
 use ngx::{ngx_conf_log_error, ngx_string};
+use zeroize::Zeroizing;
 
-use crate::ngx_bytes;
-
-/// A credential set complete enough to sign with.
+/// A credential set complete enough to sign with. Every key, secret and
+/// token in it is wiped when it is dropped (their types do it).
 pub struct Signing {
     pub access_key: String,
     /// One key per UTC day, sorted by date (one entry for `aws_signing_key`).
@@ -36,35 +33,15 @@ pub struct Signing {
     /// worker and UTC day, and kept here.
     pub derive: Option<Derive>,
     /// Sent and signed as `x-amz-security-token`.
-    pub session_token: Option<String>,
+    pub session_token: Option<Zeroizing<String>>,
 }
 
 /// What secret mode derives keys from, and the key of the day.
 pub struct Derive {
-    pub secret: Vec<u8>,
+    pub secret: Zeroizing<Vec<u8>>,
     pub region: String,
     pub service: String,
     pub cache: std::cell::RefCell<Option<ScopedKey>>,
-}
-
-impl Clone for Derive {
-    fn clone(&self) -> Self {
-        Derive {
-            secret: self.secret.clone(),
-            region: self.region.clone(),
-            service: self.service.clone(),
-            cache: std::cell::RefCell::new(None),
-        }
-    }
-}
-
-impl Drop for Derive {
-    fn drop(&mut self) {
-        self.secret.iter_mut().for_each(|b| *b = 0);
-        if let Some((_, k)) = self.cache.get_mut().as_mut() {
-            k.iter_mut().for_each(|b| *b = 0);
-        }
-    }
 }
 
 impl Signing {
@@ -76,7 +53,7 @@ impl Signing {
             let mut cache = d.cache.try_borrow_mut().ok()?;
             if cache.as_ref().is_none_or(|(s, _)| s.date() != day) {
                 let scope = Scope::new(day, &d.region, &d.service).ok()?;
-                let key = aws_signer::derive_signing_key(&d.secret, &scope);
+                let key = aws_signer::derive_signing_key(d.secret.as_slice(), &scope);
                 *cache = Some((scope, key));
             }
             let (scope, key) = cache.as_ref()?;
@@ -129,13 +106,13 @@ impl Signing {
     }
 }
 
-/// How a request names its bucket (`aws_s3_addressing`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Addressing {
-    /// `Host: bucket.endpoint`, path `/key`.
-    Virtual,
-    /// `Host: endpoint`, path `/bucket/key`.
-    Path,
+/// Which client query parameters are forwarded (`aws_forward_query_params`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForwardQuery {
+    All,
+    None,
+    /// These names, in their strict encoding.
+    Names(Vec<Vec<u8>>),
 }
 
 /// What goes into the canonical request for a request body (`aws_payload`).
@@ -147,17 +124,6 @@ pub enum Payload {
     Unsigned,
 }
 
-/// The methods `aws_sign_methods` knows, with their NGX_HTTP_* bits.
-pub const METHODS: [(&str, u32); 7] = [
-    ("GET", NGX_HTTP_GET),
-    ("HEAD", NGX_HTTP_HEAD),
-    ("PUT", NGX_HTTP_PUT),
-    ("POST", NGX_HTTP_POST),
-    ("DELETE", NGX_HTTP_DELETE),
-    ("PATCH", NGX_HTTP_PATCH),
-    ("OPTIONS", NGX_HTTP_OPTIONS),
-];
-
 /// Default `aws_presign_expires`: one hour.
 pub const DEFAULT_PRESIGN_EXPIRES: u64 = 3600;
 
@@ -168,11 +134,12 @@ pub struct LocConf {
     pub scope: Option<Scope>,
     pub key: Option<SigningKey>,
     pub key_file: Option<Vec<ScopedKey>>,
-    pub secret: Option<Vec<u8>>,
+    pub secret: Option<Zeroizing<Vec<u8>>>,
     pub region: Option<String>,
     pub service: Option<String>,
-    pub session_token: Option<String>,
-    pub bucket: Option<String>,
+    pub session_token: Option<Zeroizing<String>>,
+    /// `aws_s3_bucket`: the buckets a signed request may address.
+    pub bucket: Option<Vec<String>>,
     pub endpoint: Option<String>,
     pub sign: Option<bool>,
     /// `aws_s3_addressing`; `None` accepts either style.
@@ -180,8 +147,13 @@ pub struct LocConf {
     /// `aws_forward_amz_headers`: lowercase client `x-amz-*` names kept
     /// and signed (empty: `none`).
     pub forward: Option<Vec<String>>,
-    /// `aws_sign_methods`: the NGX_HTTP_* bits of the methods signed.
-    pub methods: Option<ngx_uint_t>,
+    /// `aws_sign_methods`.
+    pub methods: Option<MethodSet>,
+    /// `aws_forward_query_params`; by default none for S3, all for other
+    /// services.
+    pub forward_query: Option<ForwardQuery>,
+    /// `aws_s3_listing`.
+    pub listing: Option<bool>,
     /// `aws_payload`.
     pub payload: Option<Payload>,
     /// `aws_payload_max_size`, bytes (signed payloads).
@@ -197,11 +169,12 @@ pub struct LocConf {
     /// A signed payload is possible here, so request bodies are hashed as
     /// they are read; computed at merge.
     pub hashes_body: bool,
-    /// `$aws_s3_host`, computed at merge: `bucket.endpoint` for
-    /// virtual-host addressing, the endpoint for path style.
+    /// `$aws_s3_host`, computed at merge: `bucket.endpoint` (the first
+    /// bucket) for virtual-host addressing, the endpoint for path style.
     pub s3_host: String,
     /// What goes before the object key in the path, computed at merge:
-    /// `/bucket` for path addressing with a bucket, else nothing.
+    /// `/bucket` for path addressing with one bucket, else nothing (with
+    /// several, the client's path names one of them).
     pub s3_path_prefix: String,
     /// Where `aws_sign` was written, for messages given at merge time.
     sign_at: Option<String>,
@@ -238,28 +211,37 @@ impl LocConf {
         self.forward.as_deref().unwrap_or(&[])
     }
 
-    /// The NGX_HTTP_* bits of the methods signed (default GET and HEAD).
-    pub fn methods(&self) -> ngx_uint_t {
-        self.methods
-            .unwrap_or((NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t)
+    /// The methods signed (default GET and HEAD).
+    pub fn methods(&self) -> MethodSet {
+        self.methods.unwrap_or(MethodSet::READ)
     }
 
     /// True when a method name (as on the wire) is among the signed methods.
     pub fn method_allowed(&self, name: &[u8]) -> bool {
-        METHODS
-            .iter()
-            .any(|(n, bit)| n.as_bytes() == name && self.methods() & *bit as ngx_uint_t != 0)
+        self.methods().allows(name)
     }
 
-    /// The `Allow` header value of a 405: the signed methods.
-    fn allow_value(&self) -> String {
-        let m = self.methods();
-        METHODS
-            .iter()
-            .filter(|(_, bit)| m & *bit as ngx_uint_t != 0)
-            .map(|(n, _)| *n)
-            .collect::<Vec<_>>()
-            .join(", ")
+    /// What a request signed with a key under `rules` may be.
+    pub fn policy(&self, rules: PathRules) -> Policy<'_> {
+        let s3 = matches!(rules, PathRules::S3);
+        let query = match &self.forward_query {
+            Some(ForwardQuery::All) => QueryPolicy::All,
+            Some(ForwardQuery::None) => QueryPolicy::None,
+            Some(ForwardQuery::Names(names)) => QueryPolicy::Only(names),
+            None if s3 => QueryPolicy::None,
+            None => QueryPolicy::All,
+        };
+        Policy {
+            methods: self.methods(),
+            rules,
+            query,
+            s3: s3.then(|| S3Policy {
+                buckets: self.bucket.as_deref().unwrap_or(&[]),
+                addressing: self.addressing,
+                endpoint: self.endpoint(),
+                listing: self.listing == Some(true),
+            }),
+        }
     }
 
     /// The payload mode for a key's service: as set, else unsigned for S3
@@ -300,27 +282,6 @@ impl LocConf {
     }
 }
 
-impl Drop for LocConf {
-    fn drop(&mut self) {
-        // Do not leave key material in freed pool memory.
-        if let Some(k) = self.key.as_mut() {
-            k.iter_mut().for_each(|b| *b = 0);
-        }
-        if let Some(s) = self.secret.as_mut() {
-            s.iter_mut().for_each(|b| *b = 0);
-        }
-        for keys in self
-            .key_file
-            .iter_mut()
-            .chain(self.signing.as_mut().map(|s| &mut s.keys))
-        {
-            for (_, k) in keys.iter_mut() {
-                k.iter_mut().for_each(|b| *b = 0);
-            }
-        }
-    }
-}
-
 pub use aws_signer::config::DEFAULT_ENDPOINT;
 
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
@@ -338,7 +299,7 @@ const fn command(name: ngx_str_t, args: u32, set: SetFn) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 21] = [
+pub static mut COMMANDS: [ngx_command_t; 23] = [
     command(
         ngx_string!("aws_access_key"),
         NGX_CONF_TAKE1,
@@ -372,7 +333,17 @@ pub static mut COMMANDS: [ngx_command_t; 21] = [
         NGX_CONF_TAKE1,
         set_session_token_file,
     ),
-    command(ngx_string!("aws_s3_bucket"), NGX_CONF_TAKE1, set_s3_bucket),
+    command(ngx_string!("aws_s3_bucket"), NGX_CONF_1MORE, set_s3_bucket),
+    command(
+        ngx_string!("aws_s3_listing"),
+        NGX_CONF_TAKE1,
+        set_s3_listing,
+    ),
+    command(
+        ngx_string!("aws_forward_query_params"),
+        NGX_CONF_1MORE,
+        set_forward_query_params,
+    ),
     command(ngx_string!("aws_endpoint"), NGX_CONF_TAKE1, set_endpoint),
     command(
         ngx_string!("aws_s3_addressing"),
@@ -448,7 +419,7 @@ unsafe fn set_value<T>(
     let lc = unsafe { &mut *(conf as *mut LocConf) };
     // SAFETY: see the function contract.
     let a = unsafe { args(cf) };
-    let name = String::from_utf8_lossy(ngx_bytes(&a[0])).into_owned();
+    let name = String::from_utf8_lossy(a[0].as_bytes()).into_owned();
     // SAFETY: cf is valid; cmd_type tells the block being read.
     let in_location = unsafe { (*cf).cmd_type } & NGX_HTTP_LOC_CONF as ngx_uint_t != 0;
     if in_location && (name == "aws_access_key" || name == "aws_signing_key") {
@@ -490,21 +461,75 @@ macro_rules! setter {
 
 /// A directive's one argument, parsed by `parse`.
 fn one<T>(parse: fn(&[u8]) -> Result<T, String>) -> impl FnOnce(&[ngx_str_t]) -> Result<T, String> {
-    move |a| parse(ngx_bytes(&a[0]))
+    move |a| parse(a[0].as_bytes())
 }
 
 /// All of a directive's arguments, parsed together by `parse`.
 fn all<T>(
     parse: fn(&[&[u8]]) -> Result<T, String>,
 ) -> impl FnOnce(&[ngx_str_t]) -> Result<T, String> {
-    move |a| parse(&a.iter().map(ngx_bytes).collect::<Vec<_>>())
+    move |a| parse(&a.iter().map(ngx_str_t::as_bytes).collect::<Vec<_>>())
 }
 
 setter!(set_access_key, access_key, one(parse_access_key));
 setter!(set_key_scope, scope, one(parse_scope));
 setter!(set_signing_key, key, one(parse_signing_key));
-setter!(set_s3_bucket, bucket, one(parse_bucket));
+setter!(set_s3_bucket, bucket, all(parse_buckets));
+setter!(set_s3_listing, listing, one(parse_on_off));
+setter!(
+    set_forward_query_params,
+    forward_query,
+    all(parse_forward_query)
+);
 setter!(set_session_token, session_token, one(parse_session_token));
+
+/// One or more bucket names, each once.
+fn parse_buckets(values: &[&[u8]]) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for v in values {
+        let b = parse_bucket(v)?;
+        if out.contains(&b) {
+            return Err(format!("bucket \"{b}\" is listed twice"));
+        }
+        out.push(b);
+    }
+    Ok(out)
+}
+
+/// `all`, `none`, or query parameter names (never `X-Amz-*`).
+fn parse_forward_query(values: &[&[u8]]) -> Result<ForwardQuery, String> {
+    match values {
+        [v] if v.eq_ignore_ascii_case(b"all") => return Ok(ForwardQuery::All),
+        [v] if v.eq_ignore_ascii_case(b"none") => return Ok(ForwardQuery::None),
+        _ => {}
+    }
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(values.len());
+    for v in values {
+        let shown = String::from_utf8_lossy(v);
+        if v.eq_ignore_ascii_case(b"all") || v.eq_ignore_ascii_case(b"none") {
+            return Err(format!(
+                "\"{shown}\" cannot be combined with parameter names"
+            ));
+        }
+        if v.is_empty()
+            || v.iter()
+                .any(|&b| b <= b' ' || b >= 0x7f || b == b'&' || b == b'=')
+        {
+            return Err(format!("\"{shown}\" is not a query parameter name"));
+        }
+        let strict = QueryPolicy::strict_name(v);
+        if aws_signer::policy::is_amz_param(&strict) {
+            return Err(format!(
+                "\"{shown}\": X-Amz-* parameters carry query signatures and are never forwarded"
+            ));
+        }
+        if out.contains(&strict) {
+            return Err(format!("\"{shown}\" is listed twice"));
+        }
+        out.push(strict);
+    }
+    Ok(ForwardQuery::Names(out))
+}
 setter!(set_region, region, one(parse_region));
 setter!(set_service, service, one(parse_service));
 
@@ -542,18 +567,18 @@ unsafe extern "C" fn set_secret_key_file(
                         "{shown}: expected the secret access key on one line"
                     ));
                 }
-                Ok(secret.as_bytes().to_vec())
+                Ok(Zeroizing::new(secret.as_bytes().to_vec()))
             },
         )
     }
 }
 
-fn parse_session_token(v: &[u8]) -> Result<String, String> {
+fn parse_session_token(v: &[u8]) -> Result<Zeroizing<String>, String> {
     // Never echo the value: it is a credential.
     if v.is_empty() || !v.iter().all(|b| b.is_ascii_graphic()) {
         return Err("a session token is non-empty printable ASCII without spaces".into());
     }
-    Ok(String::from_utf8_lossy(v).into_owned())
+    Ok(Zeroizing::new(String::from_utf8_lossy(v).into_owned()))
 }
 
 /// The three ways to give keys exclude each other within one block:
@@ -588,13 +613,16 @@ fn key_source_conflict(lc: &LocConf, directive: &str) -> Option<String> {
 ///
 /// # Safety
 /// `cf` must be the conf of a directive handler.
-unsafe fn read_secret_file(cf: *mut ngx_conf_t, name: &[u8]) -> Result<(String, String), String> {
+unsafe fn read_secret_file(
+    cf: *mut ngx_conf_t,
+    name: &[u8],
+) -> Result<(String, Zeroizing<String>), String> {
     let name = String::from_utf8_lossy(name).into_owned();
     let path = if name.starts_with('/') {
         std::path::PathBuf::from(&name)
     } else {
         // SAFETY: cf->cycle is valid while the configuration is read.
-        let prefix = unsafe { ngx_bytes(&(*(*cf).cycle).conf_prefix) };
+        let prefix = unsafe { (*(*cf).cycle).conf_prefix.as_bytes() };
         std::path::Path::new(&*String::from_utf8_lossy(prefix)).join(&name)
     };
     let shown = path.display().to_string();
@@ -605,8 +633,9 @@ unsafe fn read_secret_file(cf: *mut ngx_conf_t, name: &[u8]) -> Result<(String, 
             "\"{shown}\" is readable by every user: it holds credentials (chmod o-r)"
         ));
     }
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("cannot read \"{shown}\": {e}"))?;
+    let text = Zeroizing::new(
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read \"{shown}\": {e}"))?,
+    );
     Ok((shown, text))
 }
 
@@ -623,7 +652,7 @@ unsafe fn set_from_file<T>(
 ) -> *mut c_char {
     // SAFETY: see the contract.
     let (lc, a) = unsafe { (&mut *(conf as *mut LocConf), args(cf)) };
-    let name = String::from_utf8_lossy(ngx_bytes(&a[0])).into_owned();
+    let name = String::from_utf8_lossy(a[0].as_bytes()).into_owned();
     if let Some(why) = key_source_conflict(lc, &name) {
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\": {why}");
         return NGX_CONF_ERROR;
@@ -633,8 +662,8 @@ unsafe fn set_from_file<T>(
         return NGX_CONF_ERROR;
     }
     // SAFETY: cf is valid.
-    let loaded = unsafe { read_secret_file(cf, ngx_bytes(&a[1])) }
-        .and_then(|(shown, text)| load(cf, &shown, &text));
+    let loaded = unsafe { read_secret_file(cf, a[1].as_bytes()) }
+        .and_then(|(shown, text): (String, Zeroizing<String>)| load(cf, &shown, text.as_str()));
     match loaded {
         Ok(v) => {
             *field(lc) = Some(v);
@@ -721,11 +750,18 @@ setter!(
 setter!(set_presign_expires, presign_expires, one(parse_expires));
 setter!(set_presign_scheme, presign_scheme, one(parse_scheme));
 
+/// Keywords, like nginx's own, are matched without regard to case.
+fn keyword<'a, T: Copy>(v: &[u8], table: &'a [(&'a str, T)]) -> Option<T> {
+    table
+        .iter()
+        .find(|(k, _)| k.as_bytes().eq_ignore_ascii_case(v))
+        .map(|(_, t)| *t)
+}
+
 fn parse_payload(v: &[u8]) -> Result<Payload, String> {
-    match v {
-        b"signed" => Ok(Payload::Signed),
-        b"unsigned" => Ok(Payload::Unsigned),
-        _ => Err(format!(
+    match keyword(v, &[("signed", Payload::Signed), ("unsigned", Payload::Unsigned)]) {
+        Some(p) => Ok(p),
+        None => Err(format!(
             "invalid value \"{}\", it must be \"signed\" (SHA-256 of the body) or \"unsigned\" (UNSIGNED-PAYLOAD)",
             String::from_utf8_lossy(v)
         )),
@@ -733,10 +769,9 @@ fn parse_payload(v: &[u8]) -> Result<Payload, String> {
 }
 
 fn parse_on_off(v: &[u8]) -> Result<bool, String> {
-    match v {
-        b"on" => Ok(true),
-        b"off" => Ok(false),
-        _ => Err(format!(
+    match keyword(v, &[("on", true), ("off", false)]) {
+        Some(b) => Ok(b),
+        None => Err(format!(
             "invalid value \"{}\", it must be \"on\" or \"off\"",
             String::from_utf8_lossy(v)
         )),
@@ -787,9 +822,9 @@ fn parse_expires(v: &[u8]) -> Result<u64, String> {
 }
 
 fn parse_scheme(v: &[u8]) -> Result<String, String> {
-    match v {
-        b"http" | b"https" => Ok(String::from_utf8_lossy(v).into_owned()),
-        _ => Err(format!(
+    match keyword(v, &[("http", "http"), ("https", "https")]) {
+        Some(s) => Ok(s.to_owned()),
+        None => Err(format!(
             "invalid value \"{}\", it must be \"http\" or \"https\"",
             String::from_utf8_lossy(v)
         )),
@@ -799,32 +834,15 @@ fn parse_scheme(v: &[u8]) -> Result<String, String> {
 setter!(set_sign_methods, methods, all(parse_methods));
 setter!(set_forward_amz_headers, forward, all(parse_forward));
 
-/// Method names, as NGX_HTTP_* bits.
-fn parse_methods(values: &[&[u8]]) -> Result<ngx_uint_t, String> {
-    let mut mask: ngx_uint_t = 0;
-    for v in values {
-        let upper = v.to_ascii_uppercase();
-        match METHODS
-            .iter()
-            .find(|(n, _)| n.as_bytes() == upper.as_slice())
-        {
-            Some((_, bit)) => mask |= *bit as ngx_uint_t,
-            None => {
-                return Err(format!(
-                    "unknown method \"{}\" (GET, HEAD, PUT, POST, DELETE, PATCH or OPTIONS)",
-                    String::from_utf8_lossy(v)
-                ))
-            }
-        }
-    }
-    Ok(mask)
+/// Method names.
+fn parse_methods(values: &[&[u8]]) -> Result<MethodSet, String> {
+    MethodSet::parse(values)
 }
 
 fn parse_addressing(v: &[u8]) -> Result<Addressing, String> {
-    match v {
-        b"virtual" => Ok(Addressing::Virtual),
-        b"path" => Ok(Addressing::Path),
-        _ => Err(format!(
+    match keyword(v, &[("virtual", Addressing::Virtual), ("path", Addressing::Path)]) {
+        Some(a) => Ok(a),
+        None => Err(format!(
             "invalid value \"{}\", it must be \"virtual\" (Host: bucket.endpoint) or \"path\" (Host: endpoint, path /bucket/key)",
             String::from_utf8_lossy(v)
         )),
@@ -834,14 +852,16 @@ fn parse_addressing(v: &[u8]) -> Result<Addressing, String> {
 /// `none`, or a list of `x-amz-*` header names other than the ones the
 /// module sets itself.
 fn parse_forward(values: &[&[u8]]) -> Result<Vec<String>, String> {
-    if values == [b"none"] {
-        return Ok(Vec::new());
+    if let [v] = values {
+        if v.eq_ignore_ascii_case(b"none") {
+            return Ok(Vec::new());
+        }
     }
     let mut out: Vec<String> = Vec::with_capacity(values.len());
     for v in values {
         let shown = String::from_utf8_lossy(v);
         let token = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
-        if *v == b"none" {
+        if v.eq_ignore_ascii_case(b"none") {
             return Err("\"none\" cannot be combined with header names".into());
         }
         if !v.iter().all(token) || !aws_signer::wire::is_owned_header(v) {
@@ -876,17 +896,11 @@ unsafe extern "C" fn set_sign(
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"aws_sign\" directive is duplicate");
         return NGX_CONF_ERROR;
     }
-    let on = match a.get(1).map(ngx_bytes) {
+    let on = match a.get(1).map(ngx_str_t::as_bytes).map(parse_on_off) {
         None => true,
-        Some(v) if v.eq_ignore_ascii_case(b"on") => true,
-        Some(v) if v.eq_ignore_ascii_case(b"off") => false,
-        Some(v) => {
-            ngx_conf_log_error!(
-                NGX_LOG_EMERG,
-                cf,
-                "\"aws_sign\": invalid value \"{}\", it must be \"on\" or \"off\"",
-                String::from_utf8_lossy(v)
-            );
+        Some(Ok(on)) => on,
+        Some(Err(why)) => {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"aws_sign\": {why}");
             return NGX_CONF_ERROR;
         }
     };
@@ -897,7 +911,7 @@ unsafe extern "C" fn set_sign(
         (!file.is_null()).then(|| {
             format!(
                 "{}:{}",
-                String::from_utf8_lossy(ngx_bytes(&(*file).file.name)),
+                String::from_utf8_lossy((*file).file.name.as_bytes()),
                 (*file).line
             )
         })
@@ -912,8 +926,9 @@ fn inherit<T: Clone>(child: &mut Option<T>, parent: &Option<T>) {
 }
 
 impl LocConf {
-    /// Merges the parent's values into this block and checks the result.
-    pub fn merge_from(&mut self, prev: &LocConf) -> Result<(), String> {
+    /// Merges the parent's values into this block and checks the result;
+    /// returns warnings to log.
+    pub fn merge_from(&mut self, prev: &LocConf) -> Result<Vec<String>, String> {
         // A key source set here replaces an inherited one of the other kind.
         let own_file = self.key_file.is_some();
         let own_key = self.key.is_some() || self.scope.is_some();
@@ -939,16 +954,20 @@ impl LocConf {
         inherit(&mut self.endpoint, &prev.endpoint);
         inherit(&mut self.addressing, &prev.addressing);
         inherit(&mut self.forward, &prev.forward);
+        inherit(&mut self.forward_query, &prev.forward_query);
+        inherit(&mut self.listing, &prev.listing);
         inherit(&mut self.methods, &prev.methods);
         inherit(&mut self.payload, &prev.payload);
         inherit(&mut self.payload_max, &prev.payload_max);
         inherit(&mut self.content_sha256_header, &prev.content_sha256_header);
         inherit(&mut self.presign_expires, &prev.presign_expires);
         inherit(&mut self.presign_scheme, &prev.presign_scheme);
-        (self.s3_host, self.s3_path_prefix) = match (&self.bucket, self.addressing()) {
-            (Some(b), Addressing::Virtual) => (format!("{b}.{}", self.endpoint()), String::new()),
-            (Some(b), Addressing::Path) => (self.endpoint().to_owned(), format!("/{b}")),
-            (None, _) => (self.endpoint().to_owned(), String::new()),
+        (self.s3_host, self.s3_path_prefix) = match (self.bucket.as_deref(), self.addressing()) {
+            (Some([b, ..]), Addressing::Virtual) => {
+                (format!("{b}.{}", self.endpoint()), String::new())
+            }
+            (Some([b]), Addressing::Path) => (self.endpoint().to_owned(), format!("/{b}")),
+            _ => (self.endpoint().to_owned(), String::new()),
         };
         if self.addressing == Some(Addressing::Virtual) && self.bucket.is_some() {
             let host = self
@@ -979,7 +998,7 @@ impl LocConf {
         };
         let keys = match (&self.key_file, &self.scope, &self.key) {
             (Some(file), _, _) => Some(file.clone()),
-            (None, Some(scope), Some(key)) => Some(vec![(scope.clone(), *key)]),
+            (None, Some(scope), Some(key)) => Some(vec![(scope.clone(), key.clone())]),
             _ if derive.is_some() => Some(Vec::new()),
             _ => None,
         };
@@ -1025,8 +1044,18 @@ impl LocConf {
                 missing.join(", ")
             ));
         }
-        self.allow = self.allow_value();
+        self.allow = self.methods().allow_header();
         self.hashes_body = self.body_needs_hash();
-        Ok(())
+        let mut warnings = Vec::new();
+        let s3 = self
+            .signing
+            .as_ref()
+            .is_some_and(|s| s.default_rules() == PathRules::S3);
+        if self.is_location && self.sign_on() && s3 && self.bucket.is_none() {
+            warnings.push(
+                "\"aws_sign\" without \"aws_s3_bucket\": requests are signed for whatever bucket the upstream request names; set \"aws_s3_bucket\"".to_owned(),
+            );
+        }
+        Ok(warnings)
     }
 }

@@ -1,30 +1,40 @@
-//! The request path: the precontent phase handler (`aws_sign` method check)
-//! and the upstream output filter that signs the request head exactly as the
-//! proxy module built it, just before it is sent.
+//! The request path: the precontent phase handler, the request body filter,
+//! arming the upstream signing filter, and that filter, which signs the
+//! request head exactly as the proxy module built it, just before it is
+//! sent, or refuses it.
 //!
 //! Why a filter on the upstream output: whatever sits between the client and
 //! the upstream (`rewrite`, a URI part in `proxy_pass`, variables in
 //! `proxy_pass`, `proxy_set_header Host`, `proxy_method`, the HEAD-to-GET
 //! conversion of `proxy_cache`, subrequests, internal redirects), the head
 //! in the upstream buffer is what S3 receives, so it is what gets signed.
+//!
+//! The decision (is this head one the location lets us sign?) is the
+//! signer crate's `policy::check`; the signing is `wire::sign_head`. What
+//! is here is what only nginx can do: find the head, keep what the body
+//! filter learned, swap the buffer, answer a refusal without counting it
+//! against the upstream.
 
 use std::ffi::c_void;
 use std::ptr;
 
-use aws_signer::wire::{header_value, parse_head, sign_head, signed_headers, HeadSigning};
-use aws_signer::{Credentials, EMPTY_PAYLOAD_SHA256, UNSIGNED_PAYLOAD};
+use aws_signer::policy::{self, Client, Refusal};
+use aws_signer::wire::{sign_head, signed_headers, Body, HeadSigning, SignedHead};
+use aws_signer::{Credentials, PathRules, EMPTY_PAYLOAD_SHA256, UNSIGNED_PAYLOAD};
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_chain_t, ngx_chain_writer, ngx_http_core_run_phases, ngx_http_finalize_request,
     ngx_http_read_client_request_body, ngx_http_request_body_filter_pt, ngx_http_request_t,
-    ngx_http_top_request_body_filter, ngx_int_t, ngx_list_push, ngx_palloc, ngx_pnalloc, ngx_str_t,
-    ngx_table_elt_t, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED,
-    NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO,
+    ngx_http_top_request_body_filter, ngx_http_upstream_srv_conf_t, ngx_http_upstream_t, ngx_int_t,
+    ngx_list_push, ngx_log_t, ngx_palloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+    NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO,
 };
+use ngx::http::Request;
 use ngx::{ngx_log_debug_http, ngx_log_error, ngx_string};
 
-use crate::conf::{Addressing, Payload, Signing};
-use crate::{loc_conf, ngx_bytes, request_ctx, RequestCtx};
+use crate::conf::{LocConf, Payload, Signing};
+use crate::{existing_ctx, loc_conf, request_ctx, RequestCtx};
 
 /// Placeholder value of `$s3_auth_token` while the proxy builds the head;
 /// the filter removes it. Should it ever reach S3, S3 refuses it.
@@ -34,64 +44,68 @@ pub const PENDING_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 pending";
 /// `aws_sign_methods`: refuses a method that is not signed (405) or a body
 /// over `aws_payload_max_size` (413) before any upstream connection is
 /// made, and reads a body that must be hashed (or arrives chunked) before
-/// the proxy module builds the upstream request. Never grants access.
+/// the proxy module builds the upstream request. Never grants access. In
+/// any other location it does nothing at all.
 ///
 /// # Safety
 /// Called by nginx with a live request.
 pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let declined: ngx_int_t = Status::NGX_DECLINED.into();
+    let server_error = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     // SAFETY: r is live for the duration of a phase handler.
-    unsafe {
-        let Some(lc) = loc_conf(r) else {
-            return declined;
-        };
-        if lc.signing.is_none() {
-            return declined;
-        }
-        let chunked = (*r).headers_in.chunked() != 0;
-        if !(lc.sign_on() || lc.methods.is_some()) {
-            // A chunked body that the proxy would stream unbuffered comes
-            // with the proxy's own output filter in place of the signing
-            // one: where credentials are in scope, read such a body first.
-            return if chunked && r == (*r).main {
-                read_body_first(r)
-            } else {
-                declined
-            };
-        }
-        let log = (*(*r).connection).log;
-        let method = ngx_bytes(&(*r).method_name);
-        if !lc.method_allowed(method) {
-            ngx_log_error!(
-                NGX_LOG_INFO,
-                log,
-                "aws_auth: method \"{}\" is not signed here (aws_sign_methods {}), answering 405",
-                String::from_utf8_lossy(method),
-                lc.allow
-            );
-            add_allow_header(r, &lc.allow);
-            return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
-        }
-        if r != (*r).main || !(chunked || (*r).headers_in.content_length_n > 0) {
-            return declined;
-        }
-        let hashes = lc.hashes_body;
-        if let Some(max) = lc.payload_max.filter(|_| hashes) {
-            if (*r).headers_in.content_length_n > 0 && (*r).headers_in.content_length_n as u64 > max
-            {
-                log_too_large(log, max);
-                return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_int_t;
-            }
-        }
-        if !hashes && !chunked {
-            // UNSIGNED-PAYLOAD: the proxy streams the body as it likes.
-            return declined;
-        }
-        // A body to hash must be complete before the head is signed, and a
-        // chunked one unbuffered would make the proxy replace the signing
-        // filter.
-        read_body_first(r)
+    let Some(lc) = (unsafe { loc_conf(r) }) else {
+        return declined;
+    };
+    if lc.signing.is_none() || !(lc.sign_on() || lc.methods.is_some()) {
+        return declined;
     }
+    // SAFETY: r is live.
+    let (req, log) = unsafe { (&mut *r, Request::from_ngx_http_request(r).log()) };
+    // The context exists before the proxy runs: signing can always be armed.
+    // SAFETY: r is live.
+    if unsafe { request_ctx(r) }.is_none() {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            log,
+            "aws_auth: no memory for the request context"
+        );
+        return server_error;
+    }
+    let method = req.method_name.as_bytes();
+    if !lc.method_allowed(method) {
+        let text = format!(
+            "method \"{}\" is not signed here (aws_sign_methods {}), answering 405",
+            policy::escape_for_log(method, 16),
+            lc.allow
+        );
+        log_limited(log, LogReason::Method, LogReason::Method.level(), &text);
+        // SAFETY: r is live.
+        if !unsafe { add_allow_header(r, &lc.allow) } {
+            return server_error;
+        }
+        return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
+    }
+    let chunked = req.headers_in.chunked() != 0;
+    if r != req.main || !(chunked || req.headers_in.content_length_n > 0) {
+        return declined;
+    }
+    let hashes = lc.hashes_body;
+    if let Some(max) = lc.payload_max.filter(|_| hashes) {
+        let n = req.headers_in.content_length_n;
+        if n > 0 && n as u64 > max {
+            log_too_large(log, max);
+            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_int_t;
+        }
+    }
+    if !hashes && !chunked {
+        // UNSIGNED-PAYLOAD: the proxy streams the body as it likes.
+        return declined;
+    }
+    // A body to hash must be complete before the head is signed, and a
+    // chunked one unbuffered would make the proxy replace the signing
+    // filter.
+    // SAFETY: r is the live main request, in a phase handler.
+    unsafe { read_body_first(r) }
 }
 
 /// Reads the whole request body before the content phase, as the mirror
@@ -101,21 +115,22 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
 /// `r` must be the live main request, in a phase handler.
 unsafe fn read_body_first(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: see the contract.
-    unsafe {
-        let Some(ctx) = request_ctx(r) else {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-        };
-        if ctx.read_status != 0 {
-            return ctx.read_status;
-        }
-        ctx.read_status = Status::NGX_DONE.into();
-        let rc = ngx_http_read_client_request_body(r, Some(body_read));
-        if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
-            return rc;
-        }
-        ngx_http_finalize_request(r, Status::NGX_DONE.into());
-        Status::NGX_DONE.into()
+    let Some(ctx) = (unsafe { request_ctx(r) }) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    if ctx.read_status != 0 {
+        return ctx.read_status;
     }
+    ctx.read_status = Status::NGX_DONE.into();
+    // SAFETY: r is live; body_read runs with it once the body is read.
+    let rc = unsafe { ngx_http_read_client_request_body(r, Some(body_read)) };
+    if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+        return rc;
+    }
+    // SAFETY: the read holds a reference on r (r->main->count); this
+    // releases the phase handler's, as the mirror module does.
+    unsafe { ngx_http_finalize_request(r, Status::NGX_DONE.into()) };
+    Status::NGX_DONE.into()
 }
 
 /// Runs when the precontent handler's body read is complete: the phases
@@ -124,7 +139,7 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
     // SAFETY: nginx calls the post handler with the live request whose body
     // was read; the context was created before the read started.
     unsafe {
-        if let Some(ctx) = request_ctx(r) {
+        if let Some(ctx) = existing_ctx(r) {
             ctx.read_status = Status::NGX_DECLINED.into();
         }
         (*r).set_preserve_body(1);
@@ -133,27 +148,34 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
     }
 }
 
-fn log_too_large(log: *mut ngx::ffi::ngx_log_t, max: u64) {
-    ngx_log_error!(
-        NGX_LOG_INFO,
+fn log_too_large(log: *mut ngx_log_t, max: u64) {
+    log_limited(
         log,
-        "aws_auth: request body larger than aws_payload_max_size ({max} bytes), answering 413"
+        LogReason::TooLarge,
+        LogReason::TooLarge.level(),
+        &format!("request body larger than aws_payload_max_size ({max} bytes), answering 413"),
     );
 }
 
-/// Adds `Allow: <methods>` to a 405 answer.
+/// Adds `Allow: <methods>` to a 405 answer; false when out of memory, in
+/// which case nothing was added.
 ///
 /// # Safety
 /// `r` must be a live request.
-unsafe fn add_allow_header(r: *mut ngx_http_request_t, value: &str) {
-    // SAFETY: r is live; the header list and the pool belong to it.
+unsafe fn add_allow_header(r: *mut ngx_http_request_t, value: &str) -> bool {
+    // SAFETY: r is live; the value is copied into its pool first, then the
+    // entry is pushed and written whole, so a failed allocation leaves no
+    // half-built entry in the response headers.
     unsafe {
-        let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
         let data = ngx_pnalloc((*r).pool, value.len()) as *mut u8;
-        if h.is_null() || data.is_null() {
-            return;
+        if data.is_null() {
+            return false;
         }
         ptr::copy_nonoverlapping(value.as_ptr(), data, value.len());
+        let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
+        if h.is_null() {
+            return false;
+        }
         h.write(std::mem::zeroed());
         (*h).hash = 1;
         (*h).key = ngx_string!("Allow");
@@ -161,6 +183,7 @@ unsafe fn add_allow_header(r: *mut ngx_http_request_t, value: &str) {
             len: value.len(),
             data,
         };
+        true
     }
 }
 
@@ -180,7 +203,8 @@ pub unsafe fn install_request_body_filter() {
 
 /// Hashes the request body as it is read, where a signed payload is
 /// possible, so it never has to be read again (from memory or from the
-/// temporary file); answers 413 past `aws_payload_max_size`.
+/// temporary file); answers 413 past `aws_payload_max_size` in a location
+/// that signs. Elsewhere it only passes the body on.
 unsafe extern "C" fn request_body_filter(
     r: *mut ngx_http_request_t,
     input: *mut ngx_chain_t,
@@ -205,7 +229,10 @@ unsafe extern "C" fn request_body_filter(
                         last |= (*b).last_buf() != 0;
                         cl = (*cl).next;
                     }
-                    if let Some(max) = lc.payload_max {
+                    if let Some(max) = lc
+                        .payload_max
+                        .filter(|_| lc.sign_on() || lc.methods.is_some())
+                    {
                         if hasher.len() > max {
                             log_too_large((*(*r).connection).log, max);
                             return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_int_t;
@@ -230,64 +257,218 @@ unsafe extern "C" fn request_body_filter(
     }
 }
 
-/// Arms the signing filter on the upstream request being built, if any.
-/// Only possible between the proxy's `create_request` and the upstream
-/// module installing its default writer, which is when the proxy evaluates
-/// header values.
+/// True for the upstreams whose request head the proxy module builds
+/// (`http://`, `https://`); FastCGI, uwsgi, SCGI, gRPC and memcached
+/// speak other protocols.
+fn is_http_upstream(u: &ngx_http_upstream_t) -> bool {
+    u.schema.as_bytes().starts_with(b"http")
+}
+
+/// Arms the signing filter on the upstream request being built, if any:
+/// called while the proxy module evaluates variables (`proxy_pass` with
+/// variables, header values), before it has chosen its output filter.
+/// Returns false when there is no HTTP upstream request to arm.
 ///
 /// # Safety
 /// `r` must be a live request.
-pub unsafe fn arm_upstream_filter(r: *mut ngx_http_request_t) {
+pub unsafe fn arm_upstream_filter(r: *mut ngx_http_request_t) -> bool {
     // SAFETY: r is live; r->upstream is NULL or the live upstream.
     unsafe {
         let u = (*r).upstream;
-        if u.is_null() || (*u).output.output_filter.is_some() {
-            return;
+        if u.is_null() || !is_http_upstream(&*u) {
+            return false;
         }
-        // Only the proxy module builds HTTP heads ("http://", "https://");
-        // fastcgi, uwsgi, scgi, grpc and memcached upstreams are left alone.
-        if !ngx_bytes(&(*u).schema).starts_with(b"http") {
-            return;
+        match (*u).output.output_filter {
+            None => {
+                (*u).output.output_filter = Some(sign_filter);
+                (*u).output.filter_ctx = r as *mut c_void;
+                true
+            }
+            Some(f) => f as *const () == sign_filter as *const (),
         }
-        if request_ctx(r).is_none() {
-            return;
-        }
-        (*u).output.output_filter = Some(sign_filter);
-        (*u).output.filter_ctx = r as *mut c_void;
     }
 }
 
+/// What the peer initialization wrapper decides for a request about to
+/// connect.
+pub enum PeerCheck {
+    /// Nothing to sign here.
+    Pass,
+    /// Signing is armed.
+    Armed,
+    /// The request cannot be signed: refuse it before connecting.
+    Refuse,
+}
+
+/// Runs after an upstream's peer initialization, that is after the proxy
+/// module built the request head and before any connection is made: the
+/// one point every proxied request passes through. A request that must be
+/// signed (an `aws_sign` location, or one whose variables asked for it)
+/// gets the signing filter armed if no variable armed it yet; if the
+/// proxy put its own output filter in place (a chunked body streamed
+/// without buffering), or the upstream does not speak HTTP, it is refused
+/// here, before anything is sent.
+///
+/// # Safety
+/// `r` must be a live request whose upstream has been initialized.
+pub unsafe fn check_before_connect(r: *mut ngx_http_request_t) -> PeerCheck {
+    // SAFETY: r is live; its upstream is set when peers are initialized.
+    unsafe {
+        let Some(lc) = loc_conf(r).filter(|lc| lc.signing.is_some()) else {
+            return PeerCheck::Pass;
+        };
+        let u = (*r).upstream;
+        if u.is_null() {
+            return PeerCheck::Pass;
+        }
+        let must = lc.sign_on() || existing_ctx(r).is_some_and(|c| c.vars_used);
+        if !must {
+            return PeerCheck::Pass;
+        }
+        let log = (*(*r).connection).log;
+        if !is_http_upstream(&*u) {
+            let schema = policy::escape_for_log((*u).schema.as_bytes(), 32);
+            log_limited(
+                log,
+                LogReason::Unarmable,
+                NGX_LOG_ERR,
+                &format!("cannot sign a \"{schema}\" upstream: only proxy_pass to http(s) is signed (answering 500)"),
+            );
+            return PeerCheck::Refuse;
+        }
+        let Some(ctx) = request_ctx(r) else {
+            return PeerCheck::Refuse;
+        };
+        let writer = ptr::addr_of_mut!((*u).writer) as *mut c_void;
+        match (*u).output.output_filter {
+            Some(f) if f as *const () == sign_filter as *const () => PeerCheck::Armed,
+            Some(f)
+                if f as *const () == ngx_chain_writer as *const ()
+                    && (*u).output.filter_ctx == writer =>
+            {
+                (*u).output.output_filter = Some(sign_filter);
+                (*u).output.filter_ctx = r as *mut c_void;
+                ctx.vars_used |= !lc.sign_on();
+                PeerCheck::Armed
+            }
+            _ => {
+                log_limited(
+                    log,
+                    LogReason::Unarmable,
+                    NGX_LOG_ERR,
+                    "cannot sign a chunked body that the proxy streams with its own output filter \
+                     (proxy_request_buffering off, proxy_http_version 1.1): use aws_sign, \
+                     aws_sign_methods or proxy_request_buffering on here (answering 500)",
+                );
+                PeerCheck::Refuse
+            }
+        }
+    }
+}
+
+/// The peer initialization wrapper's view of an upstream block: which
+/// function it replaced.
+pub struct PeerInit {
+    pub upstream: *mut ngx_http_upstream_srv_conf_t,
+    pub init: ngx::ffi::ngx_http_upstream_init_peer_pt,
+}
+
 /// The upstream output filter: signs the head on its first call, then
-/// hands everything to the upstream's writer.
+/// hands everything to the upstream's writer. A refused request is
+/// answered with its own status and nothing is written upstream.
 unsafe extern "C" fn sign_filter(data: *mut c_void, input: *mut ngx_chain_t) -> ngx_int_t {
     let r = data as *mut ngx_http_request_t;
     // SAFETY: data is the request the filter was armed for; it outlives its
     // upstream, whose writer is passed on exactly as nginx would.
     unsafe {
         let u = (*r).upstream;
-        if let Some(ctx) = request_ctx(r) {
-            if ctx.signed_upstream != u && !input.is_null() {
-                if let Err(status) = sign_first_buffer(r, ctx, input) {
-                    // A status code survives ngx_output_chain only on its
-                    // short path (a single buffer); NGX_ERROR always does.
-                    return if (*input).next.is_null() {
-                        status
-                    } else {
-                        Status::NGX_ERROR.into()
-                    };
-                }
-                ctx.signed_upstream = u;
+        let Some(ctx) = existing_ctx(r) else {
+            return refuse_upstream(r, u, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
+        };
+        if ctx.signed_upstream != u && !input.is_null() {
+            if let Err(status) = sign_first_buffer(r, ctx, input) {
+                return refuse_upstream(r, u, status);
             }
-        } else {
-            return Status::NGX_ERROR.into();
+            ctx.signed_upstream = u;
         }
         ngx_chain_writer(ptr::addr_of_mut!((*u).writer) as *mut c_void, input)
     }
 }
 
+/// Ends an upstream request the module refused, after the connection was
+/// made and before a byte was written on it: the peer is released as one
+/// that did nothing wrong (a refusal never counts against an upstream
+/// server), nothing queued is sent, and the client gets `status`. Where
+/// nginx would lose a status on the way back (a body streamed without
+/// buffering), the upstream request fails without a retry and the client
+/// gets 502.
+///
+/// # Safety
+/// `r` live, `u` its upstream, called from the upstream output filter.
+unsafe fn refuse_upstream(
+    r: *mut ngx_http_request_t,
+    u: *mut ngx_http_upstream_t,
+    status: ngx_int_t,
+) -> ngx_int_t {
+    // SAFETY: see the contract.
+    unsafe {
+        release_peer(u);
+        (*u).output.in_ = ptr::null_mut();
+        if (*r).request_body_no_buffering() != 0 {
+            Status::NGX_ERROR.into()
+        } else {
+            status
+        }
+    }
+}
+
+/// Gives the upstream's peer back to its balancer as one that did nothing
+/// wrong (state 0, never `NGX_PEER_FAILED`), once, and leaves nothing to
+/// retry: nginx will neither free it again nor try another server.
+///
+/// # Safety
+/// `u` must be a live upstream whose peer was chosen, or NULL.
+unsafe fn release_peer(u: *mut ngx_http_upstream_t) {
+    if u.is_null() {
+        return;
+    }
+    // SAFETY: see the contract; the peer fields are the upstream's own and
+    // free is the balancer's, called as nginx calls it.
+    unsafe {
+        let pc = &mut (*u).peer;
+        if let Some(free) = pc.free {
+            if !pc.sockaddr.is_null() {
+                free(pc, pc.data, 0);
+            }
+        }
+        pc.sockaddr = ptr::null_mut();
+        pc.name = ptr::null_mut();
+        pc.tries = 0;
+        pc.set_cached(0);
+    }
+}
+
+/// The outcome of signing a head: the signed head and the payload hash
+/// sent, or the status and the line to log.
+struct Refused {
+    status: ngx_int_t,
+    reason: LogReason,
+    text: String,
+}
+
+impl Refused {
+    fn server_error(reason: LogReason, text: String) -> Refused {
+        Refused {
+            status: NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+            reason,
+            text,
+        }
+    }
+}
+
 /// Signs the head at the start of the chain's first buffer in place: the
 /// buffer is pointed at a pool copy holding the signed head and whatever
-/// followed the old head.
+/// followed the old head. On refusal, logs one line and returns the status.
 ///
 /// # Safety
 /// `r` live, `input` a chain whose first buffer starts with the request head.
@@ -297,129 +478,84 @@ unsafe fn sign_first_buffer(
     input: *mut ngx_chain_t,
 ) -> Result<(), ngx_int_t> {
     let server_error = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-    // SAFETY: see the contract.
-    unsafe {
-        let log = (*(*r).connection).log;
-        let lc = loc_conf(r).ok_or(server_error)?;
-        let Some(signing) = lc.signing.as_ref() else {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "aws_auth: no credentials to sign the upstream request with"
-            );
-            return Err(server_error);
-        };
-        let b = (*input).buf;
+    // SAFETY: r is live.
+    let (lc, log) = unsafe { (loc_conf(r).ok_or(server_error)?, (*(*r).connection).log) };
+    // SAFETY: the first buffer of the chain the proxy hands its writer: the
+    // head it built, in memory.
+    let b = unsafe { (*input).buf };
+    // SAFETY: b is NULL or a live buffer whose pos..last bytes are readable.
+    let bytes = unsafe {
         if b.is_null() || (*b).pos.is_null() || (*b).last < (*b).pos {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "aws_auth: the upstream request head is not in memory"
-            );
-            return Err(server_error);
+            None
+        } else {
+            Some(std::slice::from_raw_parts(
+                (*b).pos,
+                (*b).last.offset_from((*b).pos) as usize,
+            ))
         }
-        let bytes = std::slice::from_raw_parts((*b).pos, (*b).last.offset_from((*b).pos) as usize);
-        let head = match parse_head(bytes) {
-            Ok(h) => h,
-            Err(e) => {
-                ngx_log_error!(
-                    NGX_LOG_ERR,
-                    log,
-                    "aws_auth: cannot sign the upstream request: {e}"
-                );
-                return Err(server_error);
-            }
-        };
-        if !lc.method_allowed(head.method) {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "aws_auth: upstream method \"{}\" is not signed (aws_sign_methods {}), answering 405",
-                String::from_utf8_lossy(head.method),
-                lc.allow
-            );
-            return Err(NGX_HTTP_NOT_ALLOWED as ngx_int_t);
+    };
+    // SAFETY: r is live; its URI strings live as long as it.
+    let client = unsafe {
+        Client {
+            uri: (*r).uri.as_bytes(),
+            target: (*r).unparsed_uri.as_bytes(),
         }
-        let content_length = header_value(&head, b"content-length");
-        let wire_body = header_value(&head, b"transfer-encoding").is_some()
-            || content_length.is_some_and(|v| v != b"0");
-        if let Some(bucket) = lc.bucket.as_deref() {
-            if let Some(why) = wrong_bucket(&head, bucket, lc.addressing, lc.endpoint()) {
-                ngx_log_error!(NGX_LOG_ERR, log, "aws_auth: {why}");
-                return Err(server_error);
+    };
+    let outcome = match bytes {
+        None => Err(Refused::server_error(
+            LogReason::Head,
+            "the upstream request head is not in memory (answering 500)".into(),
+        )),
+        Some(bytes) => sign_wire_head(lc, ctx, bytes, &client),
+    };
+    let (signed, old_len) = match outcome {
+        Ok(s) => s,
+        Err(refused) => {
+            // SAFETY: r is live; its upstream is the one being sent. The
+            // peer goes first, so that nginx's own context on the line
+            // (the upstream's URI, which may hold the client's decoded
+            // line breaks) is not printed with it.
+            unsafe { release_peer((*r).upstream) };
+            log_limited(log, refused.reason, refused.reason.level(), &refused.text);
+            if refused.status == NGX_HTTP_NOT_ALLOWED as ngx_int_t {
+                // SAFETY: r is live.
+                if !unsafe { add_allow_header(r, &lc.allow) } {
+                    return Err(server_error);
+                }
             }
+            return Err(refused.status);
         }
-        let amz_date = ctx.amz_date();
-        let day = amz_date.get(..8).unwrap_or("");
-        let body = wire_body.then(|| signed_payload(ctx, content_length));
-        let result = signing.with_key(day, |scope, key| {
-            let rules = Signing::rules(scope);
-            let payload_hash = if !wire_body {
-                EMPTY_PAYLOAD_SHA256
-            } else if lc.payload_for(rules) == Payload::Unsigned {
-                UNSIGNED_PAYLOAD
-            } else {
-                let hash = match &body {
-                    Some(Ok(h)) => h,
-                    Some(Err(e)) => return Err(e.clone()),
-                    None => return Err("no body to hash".into()),
-                };
-                // 64 hex digits
-                std::str::from_utf8(hash).map_err(|_| "bad body hash".to_string())?
-            };
-            let how = HeadSigning {
-                creds: Credentials {
-                    access_key: &signing.access_key,
-                    scope,
-                    key,
-                },
-                amz_date,
-                payload_hash,
-                content_sha256_header: lc.content_sha256_header_for(rules),
-                session_token: signing.session_token.as_deref(),
-                rules,
-                forward: lc.forward(),
-            };
-            sign_head(bytes, &how)
-                .map(|s| (s, payload_hash))
-                .map_err(|e| format!("cannot sign the upstream request: {e}"))
-        });
-        let Some(result) = result else {
-            log_missing_key(log, ctx.now, day, signing);
-            return Err(server_error);
-        };
-        let (signed, payload_hash) = match result {
-            Ok(s) => s,
-            Err(e) => {
-                ngx_log_error!(NGX_LOG_ERR, log, "aws_auth: {e}");
-                return Err(server_error);
-            }
-        };
-        let sha = payload_hash.as_bytes();
-        let n = sha.len().min(ctx.sent_sha.len());
-        ctx.sent_sha[..n].copy_from_slice(&sha[..n]);
-        ctx.sent_sha_len = n;
-        ngx_log_debug_http!(
-            &*ngx::http::Request::from_ngx_http_request(r),
-            "aws_auth: canonical request (session token redacted):\n{}",
-            redact_token(
-                signed.signed.canonical_request(),
-                signing.session_token.as_deref()
-            )
-        );
-        ngx_log_debug_http!(
-            &*ngx::http::Request::from_ngx_http_request(r),
-            "aws_auth: string to sign:\n{}",
-            signed.signed.string_to_sign()
-        );
-        let rest = &bytes[head.len..];
-        let total = signed.head.len() + rest.len();
+    };
+    // SAFETY: r is live.
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    let token = lc.signing.as_ref().and_then(|s| s.session_token.as_deref());
+    ngx_log_debug_http!(
+        req,
+        "aws_auth: canonical request (session token redacted):\n{}",
+        redact_token(signed.signed.canonical_request(), token.map(|t| t.as_str()))
+    );
+    ngx_log_debug_http!(
+        req,
+        "aws_auth: string to sign:\n{}",
+        signed.signed.string_to_sign()
+    );
+    // SAFETY: b is the live first buffer, holding at least the old head
+    // (old_len bytes from pos); the new head and the rest of the old
+    // buffer are copied into one pool allocation that lives as long as the
+    // request, and the buffer is pointed at it.
+    unsafe {
+        let rest_start = (*b).pos.add(old_len);
+        let rest_len = (*b).last.offset_from(rest_start) as usize;
+        let total = signed.head.len() + rest_len;
         let mem = ngx_palloc((*r).pool, total) as *mut u8;
         if mem.is_null() {
             return Err(server_error);
         }
         ptr::copy_nonoverlapping(signed.head.as_ptr(), mem, signed.head.len());
-        ptr::copy_nonoverlapping(rest.as_ptr(), mem.add(signed.head.len()), rest.len());
+        ptr::copy_nonoverlapping(rest_start, mem.add(signed.head.len()), rest_len);
+        if token.is_some() && !crate::wipe_with_pool((*r).pool, mem, signed.head.len()) {
+            return Err(server_error);
+        }
         (*b).start = mem;
         (*b).pos = mem;
         (*b).last = mem.add(total);
@@ -427,7 +563,7 @@ unsafe fn sign_first_buffer(
         (*b).set_temporary(1);
 
         let auth = signed.signed.authorization().as_bytes();
-        let a = ngx_palloc((*r).pool, auth.len()) as *mut u8;
+        let a = ngx_pnalloc((*r).pool, auth.len()) as *mut u8;
         if !a.is_null() {
             ptr::copy_nonoverlapping(auth.as_ptr(), a, auth.len());
             ctx.authorization = ngx_str_t {
@@ -439,175 +575,332 @@ unsafe fn sign_first_buffer(
     Ok(())
 }
 
+/// The decision and the signing, for the head at the start of `bytes`:
+/// the key for the request's UTC day, the location's policy for that key's
+/// service, the payload hash the body filter computed (when it is the body
+/// going out), then the signed head and the length of the head it
+/// replaces. Records the `x-amz-content-sha256` value sent in `ctx`.
+fn sign_wire_head(
+    lc: &LocConf,
+    ctx: &mut RequestCtx,
+    bytes: &[u8],
+    client: &Client<'_>,
+) -> Result<(SignedHead, usize), Refused> {
+    let Some(signing) = lc.signing.as_ref() else {
+        return Err(Refused::server_error(
+            LogReason::NoKey,
+            "no credentials to sign the upstream request with (answering 500)".into(),
+        ));
+    };
+    let date = ctx.amz_date;
+    let amz_date = std::str::from_utf8(&date).unwrap_or("");
+    let day = amz_date.get(..8).unwrap_or("");
+    let state: &RequestCtx = ctx;
+    let result = signing.with_key(day, |scope, key| {
+        let rules = Signing::rules(scope);
+        let policy = lc.policy(rules);
+        let checked = policy::check(bytes, &policy, client).map_err(|refused| Refused {
+            status: refused.kind.status() as ngx_int_t,
+            reason: LogReason::from(refused.kind),
+            text: format!(
+                "refused: {refused}{} (answering {})",
+                bucket_hint(lc, refused.kind),
+                refused.kind.status()
+            ),
+        })?;
+        let payload_hash: &str = match checked.head.body {
+            Body::None | Body::Length(0) => EMPTY_PAYLOAD_SHA256,
+            _ if lc.payload_for(rules) == Payload::Unsigned => UNSIGNED_PAYLOAD,
+            body => signed_payload(lc, state, body)?,
+        };
+        let how = HeadSigning {
+            creds: Credentials {
+                access_key: &signing.access_key,
+                scope,
+                key,
+            },
+            amz_date,
+            payload_hash,
+            content_sha256_header: lc.content_sha256_header_for(rules),
+            session_token: signing.session_token.as_deref().map(|t| t.as_str()),
+            rules,
+            forward: lc.forward(),
+        };
+        let mut sent = [0u8; 64];
+        let n = payload_hash.len().min(sent.len());
+        sent[..n].copy_from_slice(&payload_hash.as_bytes()[..n]);
+        Ok((sign_head(&checked, &how), checked.head.len, sent, n))
+    });
+    let Some(result) = result else {
+        return Err(missing_key(day, signing));
+    };
+    let (signed, old_len, sent, n) = result?;
+    ctx.sent_sha = sent;
+    ctx.sent_sha_len = n;
+    Ok((signed, old_len))
+}
+
+/// For a bucket refusal, what the location allows, so that a
+/// misconfiguration says what to change.
+fn bucket_hint(lc: &LocConf, kind: Refusal) -> String {
+    if !matches!(kind, Refusal::Host | Refusal::Bucket) {
+        return String::new();
+    }
+    let addressing = match lc.addressing {
+        Some(aws_signer::policy::Addressing::Virtual) => "virtual",
+        Some(aws_signer::policy::Addressing::Path) => "path",
+        None => "virtual or path",
+    };
+    let buckets = lc.bucket.as_deref().unwrap_or(&[]);
+    format!(
+        "; aws_s3_bucket {}, aws_s3_addressing {addressing}, aws_endpoint {}: virtual-host style needs Host \"{}.{}\", path style Host \"{}\" (or an IP address) and a path starting with /{}/",
+        buckets.join(" "),
+        lc.endpoint(),
+        buckets.first().map_or("bucket", |b| b.as_str()),
+        lc.endpoint(),
+        lc.endpoint(),
+        buckets.first().map_or("bucket", |b| b.as_str()),
+    )
+}
+
 /// The payload hash of a body read and hashed by [`request_body_filter`],
 /// provided it is the body going out.
-fn signed_payload(ctx: &RequestCtx, content_length: Option<&[u8]>) -> Result<[u8; 64], String> {
+fn signed_payload<'c>(lc: &LocConf, ctx: &'c RequestCtx, body: Body) -> Result<&'c str, Refused> {
     if ctx.body_unhashable || !ctx.body_done {
-        return Err(
+        return Err(Refused::server_error(
+            LogReason::Body,
             "cannot sign the request body: it was not read whole before the request was sent \
-             (proxy_request_buffering off?); use aws_sign, or aws_payload unsigned"
+             (proxy_request_buffering off?); use aws_sign, or aws_payload unsigned (answering 500)"
                 .into(),
-        );
-    }
-    let sent = content_length.and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
-    if sent != Some(ctx.body_len) {
-        return Err(format!(
-            "cannot sign the request body: {} bytes were read and hashed but the upstream request carries {}",
-            ctx.body_len,
-            content_length.map_or("no Content-Length".into(), |v| String::from_utf8_lossy(v).into_owned())
         ));
     }
-    Ok(ctx.body_hash)
+    if body != Body::Length(ctx.body_len) {
+        let sent = match body {
+            Body::Length(n) => format!("Content-Length {n}"),
+            _ => "a chunked body".into(),
+        };
+        return Err(Refused::server_error(
+            LogReason::Body,
+            format!(
+                "cannot sign the request body: {} bytes were read and hashed but the upstream request carries {sent} (answering 500)",
+                ctx.body_len
+            ),
+        ));
+    }
+    if let Some(max) = lc.payload_max {
+        if ctx.body_len > max {
+            return Err(Refused {
+                status: NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_int_t,
+                reason: LogReason::TooLarge,
+                text: format!(
+                    "request body larger than aws_payload_max_size ({max} bytes), answering 413"
+                ),
+            });
+        }
+    }
+    // 64 lowercase hex digits
+    std::str::from_utf8(&ctx.body_hash)
+        .map_err(|_| Refused::server_error(LogReason::Body, "bad body hash".into()))
 }
 
 /// The canonical request as text for the debug log, with the session token
-/// replaced: a token is a credential and never goes to a log.
+/// replaced in every form it can take there: a token is a credential and
+/// never goes to a log.
 fn redact_token(canonical: &[u8], token: Option<&str>) -> String {
     let text = String::from_utf8_lossy(canonical);
     match token {
-        Some(t) if !t.is_empty() => text.replace(t, "<redacted>"),
-        _ => text.into_owned(),
+        Some(t) => policy::redact(&text, t),
+        None => text.into_owned(),
     }
 }
 
-/// One error line per second at most per worker for requests that find no
-/// key for their day: during an outage every request would log one.
-fn log_missing_key(log: *mut ngx::ffi::ngx_log_t, now: i64, day: &str, signing: &Signing) {
+/// Why the module writes an error-log line a client can cause; each reason
+/// has its own limit of one line per second per worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogReason {
+    Method,
+    Bucket,
+    Listing,
+    Injected,
+    Head,
+    NoKey,
+    Body,
+    TooLarge,
+    Unarmable,
+    Presign,
+}
+
+impl LogReason {
+    /// The level of its line: `info` for what clients do all the time
+    /// (a method or a bucket listing refused, a body too large), `error`
+    /// for a misconfiguration or an attack the operator must see.
+    pub fn level(&self) -> u32 {
+        match self {
+            LogReason::Method | LogReason::Listing | LogReason::TooLarge => NGX_LOG_INFO,
+            _ => NGX_LOG_ERR,
+        }
+    }
+}
+
+impl From<Refusal> for LogReason {
+    fn from(r: Refusal) -> LogReason {
+        match r.reason() {
+            "method" => LogReason::Method,
+            "bucket" => LogReason::Bucket,
+            "listing" => LogReason::Listing,
+            "injected" => LogReason::Injected,
+            _ => LogReason::Head,
+        }
+    }
+}
+
+/// Logs `aws_auth: <text>` at most once per second per worker and reason:
+/// a client that repeats a refused request, or an outage that refuses
+/// every request, cannot flood the error log.
+pub fn log_limited(log: *mut ngx_log_t, reason: LogReason, level: u32, text: &str) {
     use std::sync::atomic::{AtomicI64, Ordering};
-    static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
-    if LAST.swap(now, Ordering::Relaxed) == now {
+    const N: usize = 10;
+    static LAST: [AtomicI64; N] = [const { AtomicI64::new(i64::MIN) }; N];
+    // SAFETY: ngx_cached_time always points to a valid time slot.
+    let now = unsafe { (*ngx::ffi::ngx_cached_time).sec };
+    if LAST[reason as usize % N].swap(now, Ordering::Relaxed) == now {
         return;
     }
+    ngx_log_error!(level as ngx::ffi::ngx_uint_t, log, "aws_auth: {text}");
+}
+
+/// The refusal of a request whose UTC day has no key.
+fn missing_key(day: &str, signing: &Signing) -> Refused {
     let first = signing.keys.first().map(|k| k.0.date()).unwrap_or("-");
     let last = signing.keys.last().map(|k| k.0.date()).unwrap_or("-");
-    ngx_log_error!(
-        NGX_LOG_ERR,
-        log,
-        "aws_auth: no signing key for {day} (keys cover {first} to {last}): AWS accepts a key only on its own UTC day; install a key for {day} and reload (requests answered 500)"
-    );
+    Refused::server_error(
+        LogReason::NoKey,
+        format!(
+            "no signing key for {day} (keys cover {first} to {last}): AWS accepts a key only on its own UTC day; install a key for {day} and reload (requests answered 500)"
+        ),
+    )
 }
 
-/// With `aws_s3_bucket` set, the request must address that bucket, the way
-/// `aws_s3_addressing` says, or either way when it is not set:
-/// virtual-host style (`Host: bucket.endpoint`, or the bucket name itself
-/// as a CNAME) or path style (`/bucket/...`). Otherwise S3 would answer for
-/// another bucket, or not at all: say so instead of sending it.
-fn wrong_bucket(
-    head: &aws_signer::wire::Head<'_>,
-    bucket: &str,
-    addressing: Option<Addressing>,
-    endpoint: &str,
-) -> Option<String> {
-    let host = header_value(head, b"host")?;
-    let name = match host.iter().rposition(|&c| c == b':') {
-        Some(i) if !host.ends_with(b"]") => &host[..i],
-        _ => host,
-    };
-    let b = bucket.as_bytes();
-    let virtual_host = name.eq_ignore_ascii_case(b)
-        || (name.len() > b.len()
-            && name[..b.len()].eq_ignore_ascii_case(b)
-            && name[b.len()] == b'.');
-    let path = head.path;
-    let path_style =
-        path.get(1..b.len() + 1) == Some(b) && matches!(path.get(b.len() + 1), None | Some(b'/'));
-    let (ok, want) = match addressing {
-        Some(Addressing::Virtual) => (
-            virtual_host,
-            format!("virtual-host addressing (aws_s3_addressing virtual) needs Host \"{bucket}.{endpoint}\": proxy_pass http://{bucket}.{endpoint}; or proxy_set_header Host $aws_s3_host;"),
-        ),
-        Some(Addressing::Path) => (
-            path_style,
-            format!("path addressing (aws_s3_addressing path) needs a path starting with /{bucket}/: proxy_pass http://{endpoint}/{bucket}/; or a rewrite"),
-        ),
-        None => (
-            virtual_host || path_style,
-            format!("send Host \"{bucket}.{endpoint}\" or a path starting with /{bucket}/"),
-        ),
-    };
-    if ok {
-        return None;
+/// A request line and `Host` built by the module for a URL it signs
+/// itself (presigned URLs, `$s3_auth_token` outside the proxy), so that it
+/// goes through the same decision as a proxied request.
+fn synthetic_head(method: &[u8], path: &[u8], query: &[u8], host: &[u8]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(path.len() + query.len() + host.len() + 40);
+    h.extend_from_slice(method);
+    h.push(b' ');
+    h.extend_from_slice(path);
+    if !query.is_empty() {
+        h.push(b'?');
+        h.extend_from_slice(query);
     }
-    let shown = &path[..path.len().min(64)];
-    Some(format!(
-        "the upstream request (Host \"{}\", path \"{}\") does not address bucket \"{bucket}\"; {want}",
-        String::from_utf8_lossy(host),
-        String::from_utf8_lossy(shown)
-    ))
+    h.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    h.extend_from_slice(host);
+    h.extend_from_slice(b"\r\n\r\n");
+    h
 }
 
-/// `$aws_presigned_url`: a GET URL for the current `$uri` (and query) on
-/// `$aws_s3_host`, signed in its query string, valid for
-/// `aws_presign_expires` but never past the end of the last configured
-/// key's UTC day.
+/// `$aws_presigned_url`: a GET URL for the current `$uri` (and the
+/// forwarded part of the query) on `$aws_s3_host`, signed in its query
+/// string, valid for `aws_presign_expires` but never past the end of the
+/// last configured key's UTC day. Under the same rules as a proxied
+/// request: the configured bucket only (an S3 key needs `aws_s3_bucket`),
+/// GET among the signed methods, the query allowlist, no client `X-Amz-*`.
 ///
 /// # Safety
 /// `r` must be a live request.
 pub unsafe fn presigned_url(r: *mut ngx_http_request_t, ctx: &RequestCtx) -> Option<String> {
-    // SAFETY: r is live.
-    unsafe {
-        let lc = loc_conf(r)?;
-        let signing = lc.signing.as_ref()?;
-        let log = (*(*r).connection).log;
-        let mut expires = lc
-            .presign_expires
-            .unwrap_or(crate::conf::DEFAULT_PRESIGN_EXPIRES) as i64;
-        if let Some(end) = signing.coverage_end() {
-            expires = expires.min(end - ctx.now);
-        }
-        if expires <= 0 {
-            log_missing_key(log, ctx.now, ctx.amz_date().get(..8)?, signing);
-            return None;
-        }
-        let mut path = Vec::with_capacity((*r).uri.len * 3 + 64);
-        path.extend_from_slice(lc.s3_path_prefix.as_bytes());
-        aws_signer::encode_into(ngx_bytes(&(*r).uri), true, &mut path);
-        let host = lc.s3_host.as_bytes();
-        let headers: [(&[u8], &[u8]); 1] = [(b"host", host)];
-        let amz_date = ctx.amz_date();
-        let day = amz_date.get(..8)?;
-        let presigned = signing.with_key(day, |scope, key| {
-            let rules = Signing::rules(scope);
-            let req = aws_signer::Request {
-                method: b"GET",
-                path: &path,
-                query: ngx_bytes(&(*r).args),
-                headers: &headers,
-                payload_hash: match rules {
-                    aws_signer::PathRules::S3 => UNSIGNED_PAYLOAD.as_bytes(),
-                    _ => EMPTY_PAYLOAD_SHA256.as_bytes(),
-                },
-                rules,
-            };
-            let creds = Credentials {
-                access_key: &signing.access_key,
-                scope,
-                key,
-            };
-            aws_signer::presign(
-                &req,
-                &creds,
-                amz_date,
-                expires as u64,
-                signing.session_token.as_deref(),
-            )
-        });
-        let Some(p) = presigned else {
-            log_missing_key(log, ctx.now, day, signing);
-            return None;
-        };
-        ngx_log_debug_http!(
-            &*ngx::http::Request::from_ngx_http_request(r),
-            "aws_auth: presigned URL canonical request (session token redacted):\n{}",
-            redact_token(&p.canonical_request, signing.session_token.as_deref())
-        );
-        let scheme = lc.presign_scheme.as_deref().unwrap_or("https");
-        let mut url = format!("{scheme}://{}", lc.s3_host);
-        url.push_str(&String::from_utf8_lossy(&path));
-        url.push('?');
-        url.push_str(&String::from_utf8_lossy(&p.query));
-        Some(url)
+    // SAFETY: r is live; its strings live as long as it.
+    let (lc, log, uri, args, target) = unsafe {
+        (
+            loc_conf(r)?,
+            (*(*r).connection).log,
+            (*r).uri.as_bytes(),
+            (*r).args.as_bytes(),
+            (*r).unparsed_uri.as_bytes(),
+        )
+    };
+    let signing = lc.signing.as_ref()?;
+    let amz_date = ctx.amz_date();
+    let day = amz_date.get(..8)?;
+    let mut expires = lc
+        .presign_expires
+        .unwrap_or(crate::conf::DEFAULT_PRESIGN_EXPIRES) as i64;
+    if let Some(end) = signing.coverage_end() {
+        expires = expires.min(end - ctx.now);
     }
+    if expires <= 0 {
+        let m = missing_key(day, signing);
+        log_limited(log, m.reason, NGX_LOG_ERR, &m.text);
+        return None;
+    }
+    let mut path = Vec::with_capacity(uri.len() * 3 + 64);
+    path.extend_from_slice(lc.s3_path_prefix.as_bytes());
+    aws_signer::encode_into(uri, true, &mut path);
+    let host = lc.s3_host.as_bytes();
+    let head = synthetic_head(b"GET", &path, args, host);
+    let client = Client { uri: &path, target };
+    let presigned = signing.with_key(day, |scope, key| {
+        let rules = Signing::rules(scope);
+        if rules == PathRules::S3 && lc.bucket.is_none() {
+            return Err((
+                LogReason::Presign,
+                "an S3 presigned URL needs aws_s3_bucket (the client's path would choose the bucket)"
+                    .to_owned(),
+            ));
+        }
+        let policy = lc.policy(rules);
+        let checked = policy::check(&head, &policy, &client)
+            .map_err(|r| (LogReason::from(r.kind), format!("refused: {r}")))?;
+        let headers: [(&[u8], &[u8]); 1] = [(b"host", host)];
+        let req = aws_signer::Request {
+            method: b"GET",
+            path: &checked.path,
+            query: &checked.query,
+            headers: &headers,
+            payload_hash: match rules {
+                PathRules::S3 => UNSIGNED_PAYLOAD.as_bytes(),
+                _ => EMPTY_PAYLOAD_SHA256.as_bytes(),
+            },
+            rules,
+        };
+        let creds = Credentials {
+            access_key: &signing.access_key,
+            scope,
+            key,
+        };
+        let token = signing.session_token.as_deref().map(|t| t.as_str());
+        Ok((aws_signer::presign(&req, &creds, amz_date, expires as u64, token), checked.path))
+    });
+    let (p, path) = match presigned {
+        None => {
+            let m = missing_key(day, signing);
+            log_limited(log, m.reason, NGX_LOG_ERR, &m.text);
+            return None;
+        }
+        Some(Err((reason, why))) => {
+            let level = match reason {
+                LogReason::Presign => NGX_LOG_ERR,
+                other => other.level(),
+            };
+            log_limited(log, reason, level, &format!("no presigned URL: {why}"));
+            return None;
+        }
+        Some(Ok(p)) => p,
+    };
+    // SAFETY: r is live.
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    let token = signing.session_token.as_deref().map(|t| t.as_str());
+    ngx_log_debug_http!(
+        req,
+        "aws_auth: presigned URL canonical request (session token redacted):\n{}",
+        redact_token(&p.canonical_request, token)
+    );
+    let scheme = lc.presign_scheme.as_deref().unwrap_or("https");
+    let mut url = format!("{scheme}://{}", lc.s3_host);
+    url.push_str(&String::from_utf8_lossy(&path));
+    url.push('?');
+    url.push_str(&String::from_utf8_lossy(&p.query));
+    Some(url)
 }
 
 /// What `$aws_content_sha256` shows: the value sent, once the request was
@@ -632,7 +925,7 @@ pub unsafe fn content_sha256_value(r: *mut ngx_http_request_t, ctx: &RequestCtx)
     let rules = lc
         .signing
         .as_ref()
-        .map_or(aws_signer::PathRules::S3, Signing::default_rules);
+        .map_or(PathRules::S3, Signing::default_rules);
     match (has_body, lc.payload_for(rules)) {
         (false, _) => EMPTY_PAYLOAD_SHA256.as_bytes(),
         (true, Payload::Unsigned) => UNSIGNED_PAYLOAD.as_bytes(),
@@ -642,52 +935,67 @@ pub unsafe fn content_sha256_value(r: *mut ngx_http_request_t, ctx: &RequestCtx)
 }
 
 /// The `Authorization` value for the client's own request line, signed for
-/// `bucket.endpoint`: what `$s3_auth_token` shows outside the proxy.
+/// `$aws_s3_host`: what `$s3_auth_token` shows outside the proxy. The same
+/// rules as a proxied request apply (method, bucket, query allowlist,
+/// bucket requests); a refused request gets an empty value and a log line.
 ///
 /// # Safety
 /// `r` must be a live request.
 pub unsafe fn sign_client_request(r: *mut ngx_http_request_t, ctx: &RequestCtx) -> Option<String> {
-    // SAFETY: r is live.
-    unsafe {
-        let lc = loc_conf(r)?;
-        let signing = lc.signing.as_ref()?;
-        let host = lc.s3_host.as_bytes();
-        let target = ngx_bytes(&(*r).unparsed_uri);
-        let (path, query) = match target.iter().position(|&c| c == b'?') {
-            Some(i) => (&target[..i], &target[i + 1..]),
-            None => (target, &b""[..]),
+    // SAFETY: r is live; its strings live as long as it.
+    let (lc, log, method, target, uri) = unsafe {
+        (
+            loc_conf(r)?,
+            (*(*r).connection).log,
+            (*r).method_name.as_bytes(),
+            (*r).unparsed_uri.as_bytes(),
+            (*r).uri.as_bytes(),
+        )
+    };
+    let signing = lc.signing.as_ref()?;
+    let host = lc.s3_host.as_bytes();
+    let (path, query) = match target.iter().position(|&c| c == b'?') {
+        Some(i) => (&target[..i], &target[i + 1..]),
+        None => (target, &b""[..]),
+    };
+    let prefixed = [lc.s3_path_prefix.as_bytes(), path].concat();
+    let head = synthetic_head(method, &prefixed, query, host);
+    let client = Client { uri, target };
+    let amz_date = ctx.amz_date();
+    let token = signing.session_token.as_deref().map(|t| t.as_str());
+    let headers = signed_headers(host, Some(EMPTY_PAYLOAD_SHA256), amz_date, token);
+    let result = signing.with_key(amz_date.get(..8)?, |scope, key| {
+        let rules = Signing::rules(scope);
+        let checked = policy::check(&head, &lc.policy(rules), &client)?;
+        let req = aws_signer::Request {
+            method: checked.head.method,
+            path: &checked.path,
+            query: &checked.query,
+            headers: &headers,
+            payload_hash: EMPTY_PAYLOAD_SHA256.as_bytes(),
+            rules,
         };
-        let prefixed;
-        let path = if lc.s3_path_prefix.is_empty() {
-            path
-        } else {
-            prefixed = [lc.s3_path_prefix.as_bytes(), path].concat();
-            &prefixed[..]
+        let creds = Credentials {
+            access_key: &signing.access_key,
+            scope,
+            key,
         };
-        let amz_date = ctx.amz_date();
-        let headers = signed_headers(
-            host,
-            Some(EMPTY_PAYLOAD_SHA256),
-            amz_date,
-            signing.session_token.as_deref(),
-        );
-        signing.with_key(amz_date.get(..8)?, |scope, key| {
-            let req = aws_signer::Request {
-                method: ngx_bytes(&(*r).method_name),
-                path,
-                query,
-                headers: &headers,
-                payload_hash: EMPTY_PAYLOAD_SHA256.as_bytes(),
-                rules: Signing::rules(scope),
-            };
-            let creds = Credentials {
-                access_key: &signing.access_key,
-                scope,
-                key,
-            };
-            aws_signer::sign(&req, &creds, amz_date)
-                .authorization()
-                .to_owned()
-        })
+        Ok(aws_signer::sign(&req, &creds, amz_date)
+            .authorization()
+            .to_owned())
+    })?;
+    match result {
+        Ok(auth) => Some(auth),
+        Err(refused) => {
+            let refused: policy::Refused = refused;
+            let reason = LogReason::from(refused.kind);
+            log_limited(
+                log,
+                reason,
+                reason.level(),
+                &format!("$s3_auth_token is empty: {refused}"),
+            );
+            None
+        }
     }
 }

@@ -3,8 +3,12 @@
 //!
 //! This file is the nginx glue: the module statics, the per-request context
 //! and the configuration-time hooks. Directives live in [`conf`], variables in
-//! [`variables`], the phase handler and the upstream signing filter in
-//! [`handler`]. The signing itself is the pure `aws_signer` crate.
+//! [`variables`], the phase handler, the upstream signing filter and the
+//! peer initialization check in [`handler`]. The decision and the signing
+//! are the pure `aws_signer` crate.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::ffi::{c_char, c_void};
 use std::ptr;
@@ -12,10 +16,14 @@ use std::ptr;
 use ngx::core::{Pool, Status, NGX_CONF_ERROR};
 use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_module_t,
-    ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_request_t, ngx_int_t, ngx_module_t,
-    ngx_pcalloc, ngx_str_t, NGX_HTTP_LOC_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_request_t, ngx_http_upstream_srv_conf_t,
+    ngx_int_t, ngx_module_t, ngx_pcalloc, ngx_str_t, NGX_HTTP_LOC_CONF, NGX_HTTP_MODULE,
+    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN,
 };
-use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::http::{
+    HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule,
+    NgxHttpUpstreamModule,
+};
 use ngx::ngx_conf_log_error;
 
 pub mod conf;
@@ -55,6 +63,11 @@ impl HttpModule for Module {
         unsafe { *h = Some(handler::precontent_handler) };
         // SAFETY: postconfiguration is where body filters are chained in.
         unsafe { handler::install_request_body_filter() };
+        // SAFETY: cf is the postconfiguration conf; every upstream block's
+        // peer.init is final once the upstream module's main conf is initialized.
+        if unsafe { wrap_peer_inits(cf) } != Status::NGX_OK.into() {
+            return Status::NGX_ERROR.into();
+        }
         // SAFETY: called during postconfiguration, before variables are indexed.
         unsafe { variables::hook_proxy_variables(cf) }
     }
@@ -63,6 +76,89 @@ impl HttpModule for Module {
 // SAFETY: LocConf is the type create_loc_conf allocates for this module.
 unsafe impl HttpModuleLocationConf for Module {
     type LocationConf = LocConf;
+}
+
+/// The module's `http`-level state: the peer initialization functions it
+/// wrapped, per upstream block of this configuration.
+#[derive(Default)]
+pub struct MainConf {
+    pub peer_inits: Vec<handler::PeerInit>,
+}
+
+// SAFETY: MainConf is the type create_main_conf allocates for this module.
+unsafe impl HttpModuleMainConf for Module {
+    type MainConf = MainConf;
+}
+
+/// Puts [`peer_init`] in front of every upstream block's peer
+/// initialization: it runs after the proxy module built the request head
+/// and before a connection is made, for every proxied request.
+///
+/// # Safety
+/// `cf` must be the conf nginx passes to postconfiguration.
+unsafe fn wrap_peer_inits(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: cf is valid during postconfiguration.
+    let cf_ref = unsafe { &mut *cf };
+    let (Some(umcf), Some(main)) = (
+        NgxHttpUpstreamModule::main_conf_mut(cf_ref),
+        Module::main_conf_mut(cf_ref),
+    ) else {
+        return Status::NGX_ERROR.into();
+    };
+    let n = umcf.upstreams.nelts;
+    if n == 0 {
+        return Status::NGX_OK.into();
+    }
+    // SAFETY: umcf->upstreams is an array of n upstream block pointers.
+    let upstreams = unsafe {
+        std::slice::from_raw_parts(
+            umcf.upstreams.elts as *const *mut ngx_http_upstream_srv_conf_t,
+            n,
+        )
+    };
+    for &us in upstreams {
+        if us.is_null() {
+            continue;
+        }
+        // SAFETY: us is an upstream block of this configuration.
+        let init = unsafe { &mut (*us).peer.init };
+        if init.is_none() || init.is_some_and(|f| f as *const () == peer_init as *const ()) {
+            continue;
+        }
+        main.peer_inits.push(handler::PeerInit {
+            upstream: us,
+            init: *init,
+        });
+        *init = Some(peer_init);
+    }
+    Status::NGX_OK.into()
+}
+
+/// The wrapped peer initialization: the upstream block's own, then
+/// [`handler::check_before_connect`].
+unsafe extern "C" fn peer_init(
+    r: *mut ngx_http_request_t,
+    us: *mut ngx_http_upstream_srv_conf_t,
+) -> ngx_int_t {
+    // SAFETY: nginx calls peer.init with a live request and the upstream
+    // block it belongs to, of the configuration the request runs under.
+    let main = unsafe { Module::main_conf(&*ngx::http::Request::from_ngx_http_request(r)) };
+    let Some(orig) = main
+        .and_then(|m| m.peer_inits.iter().find(|p| p.upstream == us))
+        .and_then(|p| p.init)
+    else {
+        return Status::NGX_ERROR.into();
+    };
+    // SAFETY: the function this one replaced, called as nginx would.
+    let rc = unsafe { orig(r, us) };
+    if rc != Status::NGX_OK.into() {
+        return rc;
+    }
+    // SAFETY: r is live and its upstream's peers are initialized.
+    match unsafe { handler::check_before_connect(r) } {
+        handler::PeerCheck::Refuse => Status::NGX_ERROR.into(),
+        handler::PeerCheck::Pass | handler::PeerCheck::Armed => rc,
+    }
 }
 
 unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
@@ -86,7 +182,12 @@ unsafe extern "C" fn merge_loc_conf(
     // SAFETY: both were allocated by create_loc_conf and are distinct.
     let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
     match conf.merge_from(prev) {
-        Ok(()) => ptr::null_mut(),
+        Ok(warnings) => {
+            for w in warnings {
+                ngx_conf_log_error!(NGX_LOG_WARN, cf, "{w}");
+            }
+            ptr::null_mut()
+        }
         Err(why) => {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{why}");
             NGX_CONF_ERROR
@@ -97,7 +198,7 @@ unsafe extern "C" fn merge_loc_conf(
 static NGX_HTTP_AWS_AUTH_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: Some(Module::preconfiguration),
     postconfiguration: Some(Module::postconfiguration),
-    create_main_conf: None,
+    create_main_conf: Some(Module::create_main_conf),
     init_main_conf: None,
     create_srv_conf: None,
     merge_srv_conf: None,
@@ -145,6 +246,9 @@ pub struct RequestCtx {
     /// Where the precontent handler's own body read stands: 0 before it,
     /// NGX_DONE while reading, then what the handler returns.
     pub read_status: ngx_int_t,
+    /// A signing variable was evaluated while the upstream request was
+    /// built (the variables mode): the request must be signed.
+    pub vars_used: bool,
     /// The `x-amz-content-sha256` value sent (valid when `sent_sha_len` > 0).
     pub sent_sha: [u8; 64],
     pub sent_sha_len: usize,
@@ -173,20 +277,21 @@ impl RequestCtx {
 /// # Safety
 /// `r` must be a live request.
 pub unsafe fn request_ctx(r: *mut ngx_http_request_t) -> Option<&'static mut RequestCtx> {
-    let module = Module::module();
-    // SAFETY: r is live; r->ctx has one slot per HTTP module.
+    // SAFETY: r is live.
+    if let Some(ctx) = unsafe { existing_ctx(r) } {
+        return Some(ctx);
+    }
+    // SAFETY: ngx_cached_time always points to a valid time slot.
+    let now = unsafe { (*ngx::ffi::ngx_cached_time).sec };
+    let date = aws_signer::amz_date(now)?;
+    let mut amz_date = [0u8; 16];
+    if date.len() != amz_date.len() {
+        return None;
+    }
+    amz_date.copy_from_slice(date.as_bytes());
+    // SAFETY: r is live; the context is allocated from its pool, written
+    // whole, then put in this module's slot of r->ctx.
     unsafe {
-        let slot = (*r).ctx.add(module.ctx_index);
-        if !(*slot).is_null() {
-            return Some(&mut *(*slot as *mut RequestCtx));
-        }
-        let now = (*ngx::ffi::ngx_cached_time).sec;
-        let date = aws_signer::amz_date(now)?;
-        let mut amz_date = [0u8; 16];
-        if date.len() != amz_date.len() {
-            return None;
-        }
-        amz_date.copy_from_slice(date.as_bytes());
         let p = ngx_pcalloc((*r).pool, std::mem::size_of::<RequestCtx>()) as *mut RequestCtx;
         if p.is_null() {
             return None;
@@ -205,22 +310,63 @@ pub unsafe fn request_ctx(r: *mut ngx_http_request_t) -> Option<&'static mut Req
             body_done: false,
             body_unhashable: false,
             read_status: 0,
+            vars_used: false,
             sent_sha: [0; 64],
             sent_sha_len: 0,
         });
-        *slot = p as *mut c_void;
+        ngx::http::Request::from_ngx_http_request(r)
+            .set_module_ctx(p as *mut c_void, Module::module());
         Some(&mut *p)
     }
 }
 
-/// The bytes of an nginx string (empty for a NULL or empty one).
-pub fn ngx_bytes(s: &ngx_str_t) -> &[u8] {
-    if s.len == 0 || s.data.is_null() {
-        return &[];
+/// The request's context if it has one.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn existing_ctx(r: *mut ngx_http_request_t) -> Option<&'static mut RequestCtx> {
+    // SAFETY: r is live; r->ctx has one slot per HTTP module, and this
+    // module's holds NULL or the RequestCtx written by request_ctx, in the
+    // request pool.
+    unsafe {
+        let p = *(*r).ctx.add(Module::module().ctx_index) as *mut RequestCtx;
+        p.as_mut()
     }
-    // SAFETY: nginx strings handed to the module (config arguments, request
-    // fields) point to `len` readable bytes for at least as long as `s`.
-    unsafe { std::slice::from_raw_parts(s.data, s.len) }
+}
+
+/// A region of pool memory to wipe when the pool goes.
+struct Wipe {
+    data: *mut u8,
+    len: usize,
+}
+
+unsafe extern "C" fn wipe(data: *mut c_void) {
+    // SAFETY: data is the Wipe registered by wipe_with_pool; its region is
+    // pool memory of the same pool, still allocated while cleanups run.
+    unsafe {
+        let w = &*(data as *const Wipe);
+        zeroize::Zeroize::zeroize(std::slice::from_raw_parts_mut(w.data, w.len));
+    }
+}
+
+/// Has `len` bytes at `data`, pool memory holding a credential (a signed
+/// head with its session token, a presigned URL), wiped when `pool` is
+/// destroyed. False when out of memory.
+///
+/// # Safety
+/// `pool` must be a live pool and `data..data+len` memory of it.
+pub unsafe fn wipe_with_pool(pool: *mut ngx::ffi::ngx_pool_t, data: *mut u8, len: usize) -> bool {
+    // SAFETY: see the contract; the cleanup's data is pool memory sized for
+    // a Wipe and written whole before the handler is set.
+    unsafe {
+        let cln = ngx::ffi::ngx_pool_cleanup_add(pool, std::mem::size_of::<Wipe>());
+        if cln.is_null() {
+            return false;
+        }
+        ((*cln).data as *mut Wipe).write(Wipe { data, len });
+        (*cln).handler = Some(wipe);
+    }
+    true
 }
 
 /// Today's UTC date, `YYYYMMDD`, from nginx's clock.

@@ -167,10 +167,13 @@ unsafe fn prepare(
         unsafe { set_empty(v) };
         return None;
     }
+    // Armed first: should the context not be had, the armed filter
+    // refuses the request instead of letting it go out unsigned.
+    // SAFETY: r is live.
+    let armed = unsafe { handler::arm_upstream_filter(r) };
     // SAFETY: r is live.
     let ctx = unsafe { request_ctx(r) }?;
-    // SAFETY: r is live.
-    unsafe { handler::arm_upstream_filter(r) };
+    ctx.vars_used |= armed;
     Some(ctx)
 }
 
@@ -247,7 +250,7 @@ unsafe extern "C" fn key_info_variable(
             return Status::NGX_OK.into();
         };
         if data == SECURITY_TOKEN {
-            let t = signing.session_token.as_deref().unwrap_or("");
+            let t = signing.session_token.as_deref().map_or("", |t| t.as_str());
             set_value(v, t.as_ptr(), t.len());
             return Status::NGX_OK.into();
         }
@@ -278,7 +281,21 @@ unsafe extern "C" fn presigned_url_variable(
             return Status::NGX_ERROR.into();
         };
         match handler::presigned_url(r, ctx) {
-            Some(url) => set_pool_copy(r, v, url.as_bytes()),
+            Some(url) => {
+                let url = zeroize::Zeroizing::new(url);
+                let rc = set_pool_copy(r, v, url.as_bytes());
+                let token = loc_conf(r)
+                    .and_then(|lc| lc.signing.as_ref())
+                    .is_some_and(|s| s.session_token.is_some());
+                // the URL carries the session token: wiped with the request
+                if rc == Status::NGX_OK.into()
+                    && token
+                    && !crate::wipe_with_pool((*r).pool, (*v).data, url.len())
+                {
+                    return Status::NGX_ERROR.into();
+                }
+                rc
+            }
             None => {
                 set_empty(v);
                 Status::NGX_OK.into()
@@ -310,7 +327,7 @@ unsafe extern "C" fn s3_address_variable(
             return Status::NGX_OK.into();
         }
         let prefix = lc.s3_path_prefix.as_bytes();
-        let uri = crate::ngx_bytes(&(*r).uri);
+        let uri = (*r).uri.as_bytes();
         let extra = prefix.len();
         let len = extra + aws_signer::encoded_len(uri, true);
         let p = ngx_palloc((*r).pool, len.max(1)) as *mut u8;

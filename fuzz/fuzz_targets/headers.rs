@@ -1,6 +1,8 @@
-//! Header canonicalization and head signing: never panic; every signed
-//! head parses again and carries one Authorization.
+//! Header canonicalization, the signing decision and head signing: never
+//! panic; every head the policy accepts signs into a head that parses and
+//! is accepted again, with one Authorization.
 #![no_main]
+use aws_signer::policy::{check, Addressing, Client, MethodSet, Policy, QueryPolicy, S3Policy};
 use aws_signer::wire::{parse_head, sign_head, HeadSigning};
 use aws_signer::{
     derive_signing_key, write_canonical_headers, write_trimmed_value, Credentials, PathRules,
@@ -38,7 +40,25 @@ fuzz_target!(|data: &[u8]| {
         rules: PathRules::S3,
         forward: &forward,
     };
-    if let Ok(signed) = sign_head(data, &how) {
+    let buckets = ["b".to_owned()];
+    let names = [QueryPolicy::strict_name(b"versionId")];
+    let strict = Policy {
+        methods: MethodSet::READ,
+        rules: PathRules::S3,
+        query: QueryPolicy::Only(&names),
+        s3: Some(S3Policy {
+            buckets: &buckets,
+            addressing: Some(Addressing::Path),
+            endpoint: "s3.amazonaws.com",
+            listing: false,
+        }),
+    };
+    let client = Client { uri: data, target: data };
+    for policy in [Policy::permissive(PathRules::S3), strict] {
+        let Ok(checked) = check(data, &policy, &client) else {
+            continue;
+        };
+        let signed = sign_head(&checked, &how);
         let again = parse_head(&signed.head).expect("a signed head parses");
         let auth = again
             .headers
@@ -46,5 +66,6 @@ fuzz_target!(|data: &[u8]| {
             .filter(|(n, _, _)| n.eq_ignore_ascii_case(b"authorization"))
             .count();
         assert_eq!(auth, 1);
+        check(&signed.head, &policy, &Client::default()).expect("a signed head is accepted again");
     }
 });

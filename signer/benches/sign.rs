@@ -130,7 +130,7 @@ fn main() {
         b.iter(|| sdk_authorization(black_box(&identity)))
     });
     g.bench_function("floor", |b| {
-        b.iter(|| floor(black_box(&key), black_box(&canonical), sts_len))
+        b.iter(|| floor(black_box(key.as_bytes()), black_box(&canonical), sts_len))
     });
     g.finish();
     c.final_summary();

@@ -2,6 +2,7 @@
 //! and its tests. Messages never echo a secret value.
 
 use base64::Engine;
+use zeroize::Zeroizing;
 
 use crate::{Scope, SigningKey, SIGNING_KEY_LEN};
 
@@ -19,22 +20,33 @@ pub fn parse_access_key(v: &[u8]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(v).into_owned())
 }
 
-/// A credential scope, see [`Scope::parse`].
+/// A credential scope, see [`Scope::parse`]. An invalid value is not
+/// echoed: it may be a key written in the wrong place (two columns of a key
+/// file swapped, or the wrong directive).
 pub fn parse_scope(v: &[u8]) -> Result<Scope, String> {
     let text = std::str::from_utf8(v).map_err(|_| "the scope is not UTF-8".to_string())?;
-    Scope::parse(text).map_err(|e| format!("invalid key scope \"{text}\": it {e}"))
+    Scope::parse(text).map_err(|e| format!("invalid key scope: it {e}"))
 }
 
 /// Base64 of a 32-byte derived signing key.
 pub fn parse_signing_key(v: &[u8]) -> Result<SigningKey, String> {
-    // Never echo the value: it is a secret.
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(v)
-        .map_err(|_| "the value is not valid base64".to_string())?;
-    let len = raw.len();
-    raw.try_into().map_err(|_| {
-        format!("the value must decode to a {SIGNING_KEY_LEN}-byte signing key, not {len} bytes")
-    })
+    // Never echo the value: it is a secret. The decoded bytes are wiped.
+    let raw = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(v)
+            .map_err(|_| "the value is not valid base64".to_string())?,
+    );
+    let mut key = [0u8; SIGNING_KEY_LEN];
+    if raw.len() != SIGNING_KEY_LEN {
+        return Err(format!(
+            "the value must decode to a {SIGNING_KEY_LEN}-byte signing key, not {} bytes",
+            raw.len()
+        ));
+    }
+    key.copy_from_slice(&raw);
+    let out = SigningKey::from_bytes(key);
+    zeroize::Zeroize::zeroize(&mut key);
+    Ok(out)
 }
 
 /// A bucket name.
@@ -192,5 +204,11 @@ mod key_file_tests {
         assert_eq!(e.line, 1);
         assert!(!e.message.contains("AAAA"));
         assert_eq!(parse_key_file("# nothing\n").unwrap_err().line, 0);
+        // the two columns swapped: the key is in the scope's place
+        let swapped = format!("{K} 20160902/us-east-1/s3/aws4_request\n");
+        let e = parse_key_file(&swapped).unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(!e.message.contains(K), "{}", e.message);
+        assert!(!e.message.contains("L4vRLWAO92X5"), "{}", e.message);
     }
 }

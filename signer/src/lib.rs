@@ -49,12 +49,14 @@
 use std::fmt;
 
 pub mod config;
+pub mod hash;
+pub mod policy;
 pub mod wire;
 
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-type HmacSha256 = Hmac<Sha256>;
+use hash::HmacKey;
 
 /// The algorithm name that starts every string to sign and `Authorization` value.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -69,8 +71,28 @@ pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 /// Length in bytes of a derived signing key.
 pub const SIGNING_KEY_LEN: usize = 32;
 
-/// A derived SigV4 signing key (kSigning).
-pub type SigningKey = [u8; SIGNING_KEY_LEN];
+/// A derived SigV4 signing key (kSigning). Wiped when dropped; its `Debug`
+/// form never shows it.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct SigningKey([u8; SIGNING_KEY_LEN]);
+
+impl SigningKey {
+    /// Wraps 32 key bytes (the caller wipes its own copy).
+    pub fn from_bytes(bytes: [u8; SIGNING_KEY_LEN]) -> SigningKey {
+        SigningKey(bytes)
+    }
+
+    /// The key bytes.
+    pub fn as_bytes(&self) -> &[u8; SIGNING_KEY_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKey(..)")
+    }
+}
 
 /// Canonical URI rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,21 +245,15 @@ pub struct Credentials<'a> {
 }
 
 /// Derives the signing key: HMAC chain `AWS4`+secret → date → region → service → `aws4_request`.
+/// Every intermediate copy of secret material is wiped.
 pub fn derive_signing_key(secret: &[u8], scope: &Scope) -> SigningKey {
-    let mut first = Vec::with_capacity(4 + secret.len());
+    let mut first = Zeroizing::new(Vec::with_capacity(4 + secret.len()));
     first.extend_from_slice(b"AWS4");
     first.extend_from_slice(secret);
-    let k_date = hmac(&first, scope.date().as_bytes());
-    let k_region = hmac(&k_date, scope.region().as_bytes());
-    let k_service = hmac(&k_region, scope.service().as_bytes());
-    hmac(&k_service, b"aws4_request")
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    // new_from_slice accepts keys of any length for HMAC.
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(data);
-    mac.finalize().into_bytes().into()
+    let k_date = Zeroizing::new(hash::hmac(&first, scope.date().as_bytes()));
+    let k_region = Zeroizing::new(hash::hmac(&*k_date, scope.region().as_bytes()));
+    let k_service = Zeroizing::new(hash::hmac(&*k_region, scope.service().as_bytes()));
+    SigningKey(hash::hmac(&*k_service, b"aws4_request"))
 }
 
 /// Lowercase hex of `bytes` into `out` (twice as long, or it stops short).
@@ -256,24 +272,24 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// HMAC-SHA256 with a signing key, reusing the keyed state (the inner and
 /// outer pads already hashed) of the last signing key used on this thread:
-/// a signing key serves a whole day of requests.
+/// a signing key serves a whole day of requests. The cached state is wiped
+/// when another key replaces it.
 fn hmac_with_signing_key(key: &SigningKey, data: &[u8]) -> [u8; 32] {
     use std::cell::RefCell;
     thread_local! {
-        static LAST: RefCell<Option<(SigningKey, HmacSha256)>> = const { RefCell::new(None) };
+        static LAST: RefCell<Option<(SigningKey, HmacKey)>> = const { RefCell::new(None) };
     }
     LAST.with(|cell| {
         let mut last = cell.borrow_mut();
-        let mut mac = match last.as_ref() {
-            Some((k, mac)) if k == key => mac.clone(),
+        match last.as_ref() {
+            Some((k, mac)) if k == key => mac.mac(data),
             _ => {
-                let mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
-                *last = Some((*key, mac.clone()));
-                mac
+                let mac = HmacKey::new(key.as_bytes());
+                let out = mac.mac(data);
+                *last = Some((key.clone(), mac));
+                out
             }
-        };
-        mac.update(data);
-        mac.finalize().into_bytes().into()
+        }
     })
 }
 
@@ -301,6 +317,14 @@ pub struct Signed {
     signed_headers: std::ops::Range<usize>,
     signature: [u8; 32],
     authorization: String,
+}
+
+/// The canonical request holds the session token, when there is one:
+/// wiped with the rest.
+impl Drop for Signed {
+    fn drop(&mut self) {
+        self.buf.zeroize();
+    }
 }
 
 impl Signed {
@@ -408,6 +432,14 @@ pub struct Presigned {
     pub query: Vec<u8>,
 }
 
+/// Both carry the session token, when there is one: wiped.
+impl Drop for Presigned {
+    fn drop(&mut self) {
+        self.canonical_request.zeroize();
+        self.query.zeroize();
+    }
+}
+
 /// Longest validity of a presigned URL AWS accepts (7 days), in seconds.
 pub const MAX_PRESIGN_EXPIRES: u64 = 7 * 24 * 3600;
 
@@ -416,7 +448,7 @@ pub const MAX_PRESIGN_EXPIRES: u64 = 7 * 24 * 3600;
 /// there is one, and `X-Amz-SignedHeaders` are added to `req.query` before
 /// the canonical request is made; `req.headers` are the signed headers
 /// (at least `host`). `req.payload_hash` is usually `UNSIGNED-PAYLOAD` for
-/// S3.
+/// S3. `X-Amz-*` parameters already in `req.query` are dropped.
 pub fn presign(
     req: &Request<'_>,
     creds: &Credentials<'_>,
@@ -449,7 +481,8 @@ pub fn presign(
     }
     params.push(("X-Amz-SignedHeaders", &signed_headers));
     let mut query = Vec::with_capacity(req.query.len() + 256);
-    write_strict_query(req.query, &mut query);
+    // the request's own X-Amz-* parameters never go in ahead of these
+    write_strict_query_filtered(req.query, &|n| !policy::is_amz_param(n), &mut query);
     for (k, v) in &params {
         if !query.is_empty() {
             query.push(b'&');
@@ -465,7 +498,7 @@ pub fn presign(
     let mut canonical_request = Vec::with_capacity(256 + req.path.len() + query.len());
     write_canonical_request_inner(&signing, &mut canonical_request);
     let string_to_sign = string_to_sign(amz_date, creds.scope, &canonical_request);
-    let signature = hex::encode(hmac(creds.key, string_to_sign.as_bytes()));
+    let signature = hex::encode(hash::hmac(creds.key.as_bytes(), string_to_sign.as_bytes()));
     query.extend_from_slice(b"&X-Amz-Signature=");
     query.extend_from_slice(signature.as_bytes());
     Presigned {
@@ -791,11 +824,24 @@ pub fn requote_query_component(raw: &[u8], out: &mut Vec<u8>) {
 /// a space) and encoded with the unreserved set, order and bare keys
 /// (`?acl`) kept, empty pairs (`&&`) dropped.
 pub fn write_strict_query(query: &[u8], out: &mut Vec<u8>) {
-    for (i, (k, v, eq)) in query_parts(query).enumerate() {
-        if i > 0 {
+    write_strict_query_filtered(query, &|_| true, out);
+}
+
+/// [`write_strict_query`] keeping only the parameters whose name, in its
+/// strict form, `keep` accepts.
+pub fn write_strict_query_filtered(query: &[u8], keep: &dyn Fn(&[u8]) -> bool, out: &mut Vec<u8>) {
+    let start = out.len();
+    for (k, v, eq) in query_parts(query) {
+        let at = out.len();
+        if at > start {
             out.push(b'&');
         }
+        let name_at = out.len();
         requote_query_component(k, out);
+        if !keep(&out[name_at..]) {
+            out.truncate(at);
+            continue;
+        }
         if eq {
             out.push(b'=');
             requote_query_component(v, out);
@@ -1051,17 +1097,17 @@ mod tests {
                 <[u8; 32]>::from(Sha256::digest(&data)),
                 "{len}"
             );
-            let key = [len as u8; 32];
+            let key = SigningKey::from_bytes([len as u8; 32]);
             assert_eq!(
                 hmac_with_signing_key(&key, &data),
-                hmac(&key, &data),
+                hash::hmac(key.as_bytes(), &data),
                 "{len}"
             );
             // the cached pads of another key must not be reused
-            let other = [!(len as u8); 32];
+            let other = SigningKey::from_bytes([!(len as u8); 32]);
             assert_eq!(
                 hmac_with_signing_key(&other, &data),
-                hmac(&other, &data),
+                hash::hmac(other.as_bytes(), &data),
                 "{len}"
             );
         }

@@ -16,6 +16,7 @@
 
 use std::fmt;
 
+use crate::policy::Checked;
 use crate::{requote_path, sign, write_strict_query, Credentials, PathRules, Request, Signed};
 
 /// What to sign a head with.
@@ -43,11 +44,11 @@ pub struct HeadSigning<'a> {
 }
 
 /// Why a head could not be signed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeadError {
     /// The request line is not `METHOD SP TARGET SP HTTP/x.y`.
     RequestLine,
-    /// A header line has no `:`.
+    /// A header line has no `:`, or an empty name.
     HeaderLine,
     /// No blank line ends the head.
     Unterminated,
@@ -55,6 +56,33 @@ pub enum HeadError {
     Host(usize),
     /// The request target is not an origin-form path (`/...`).
     Target,
+    /// A CR or LF outside a line end, or a NUL byte.
+    LineBreak,
+    /// The protocol is not `HTTP/1.0` or `HTTP/1.1`.
+    Version,
+    /// A header name that is not a token.
+    HeaderName,
+    /// A line that continues the previous one (obsolete folding).
+    Folded,
+    /// A header line ending like a request line (` HTTP/1.1`): the tail of
+    /// a request line split by a line break in its target.
+    VersionInHeader,
+    /// `Content-Length`, `Transfer-Encoding` or `Connection` repeated,
+    /// both framings at once, or a framing value the proxy never writes.
+    Framing,
+    /// Bytes after the head that are not its body: a second request.
+    TrailingBytes,
+}
+
+impl HeadError {
+    /// True when the head holds what a client put there (a line break
+    /// decoded from its URI): the client's fault, not the configuration's.
+    pub fn is_injected(&self) -> bool {
+        !matches!(
+            self,
+            HeadError::Host(0) | HeadError::Target | HeadError::Unterminated
+        )
+    }
 }
 
 impl fmt::Display for HeadError {
@@ -66,11 +94,31 @@ impl fmt::Display for HeadError {
             HeadError::Host(0) => f.write_str("no Host header"),
             HeadError::Host(n) => write!(f, "{n} Host headers"),
             HeadError::Target => f.write_str("request target is not a path"),
+            HeadError::LineBreak => f.write_str("a CR, LF or NUL byte inside a line"),
+            HeadError::Version => f.write_str("the protocol is not HTTP/1.0 or HTTP/1.1"),
+            HeadError::HeaderName => f.write_str("a header name is not a token"),
+            HeadError::Folded => f.write_str("a folded header line"),
+            HeadError::VersionInHeader => f.write_str("a header line ends with a protocol version"),
+            HeadError::Framing => f.write_str(
+                "repeated or conflicting Content-Length, Transfer-Encoding or Connection",
+            ),
+            HeadError::TrailingBytes => f.write_str("bytes after the head that are not its body"),
         }
     }
 }
 
 impl std::error::Error for HeadError {}
+
+/// How the head says its body is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// No `Content-Length` or `Transfer-Encoding`: no body.
+    None,
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
 
 /// A parsed request head, borrowing from the bytes.
 #[derive(Debug)]
@@ -85,6 +133,8 @@ pub struct Head<'a> {
     pub version: &'a [u8],
     /// Every header as (name, value, whole line including CRLF).
     pub headers: Vec<(&'a [u8], &'a [u8], &'a [u8])>,
+    /// How the body is framed.
+    pub body: Body,
     /// Length of the head including the blank line.
     pub len: usize,
 }
@@ -99,17 +149,45 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
-    b[from..]
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map(|p| p + from)
+/// RFC 9110 token characters (method and header names).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Parses the head at the start of `bytes` (anything after it is ignored).
+/// Where the head ends: just after the first empty line.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+}
+
+/// Parses the head at the start of `bytes` and checks that it holds only
+/// lines a proxy builds: every line ends with CRLF and holds no other CR,
+/// LF or NUL; the request line is `METHOD SP /target SP HTTP/1.x`; header
+/// names are tokens, nothing is folded, no header line ends with a
+/// protocol version; one `Host`; at most one framing header with a value
+/// the proxy writes; and nothing follows the head but its own body (when
+/// `Content-Length` says how long it is).
 pub fn parse_head(bytes: &[u8]) -> Result<Head<'_>, HeadError> {
-    let eol = find_crlf(bytes, 0).ok_or(HeadError::Unterminated)?;
-    let line = &bytes[..eol];
+    let len = head_end(bytes).ok_or(HeadError::Unterminated)?;
+    let raw = &bytes[..len];
+    for (i, &b) in raw.iter().enumerate() {
+        let ok = match b {
+            0 => false,
+            b'\r' => raw.get(i + 1) == Some(&b'\n'),
+            b'\n' => i > 0 && raw[i - 1] == b'\r',
+            _ => true,
+        };
+        if !ok {
+            return Err(HeadError::LineBreak);
+        }
+    }
+    let eol = raw
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .ok_or(HeadError::Unterminated)?;
+    let line = &raw[..eol];
     let sp1 = line
         .iter()
         .position(|&b| b == b' ')
@@ -118,8 +196,11 @@ pub fn parse_head(bytes: &[u8]) -> Result<Head<'_>, HeadError> {
         .iter()
         .rposition(|&b| b == b' ')
         .ok_or(HeadError::RequestLine)?;
-    if sp1 == sp2 || sp1 == 0 || !line[sp2 + 1..].starts_with(b"HTTP/") {
+    if sp1 == sp2 || sp1 == 0 || !line[..sp1].iter().all(|&b| is_tchar(b)) {
         return Err(HeadError::RequestLine);
+    }
+    if !matches!(&line[sp2 + 1..], b"HTTP/1.0" | b"HTTP/1.1") {
+        return Err(HeadError::Version);
     }
     let target = &line[sp1 + 1..sp2];
     if !target.starts_with(b"/") {
@@ -131,29 +212,82 @@ pub fn parse_head(bytes: &[u8]) -> Result<Head<'_>, HeadError> {
     };
     let mut headers = Vec::with_capacity(16);
     let mut pos = eol + 2;
-    loop {
-        let end = find_crlf(bytes, pos).ok_or(HeadError::Unterminated)?;
-        if end == pos {
-            return Ok(Head {
-                method: &line[..sp1],
-                path,
-                query,
-                version: &line[sp2..],
-                headers,
-                len: end + 2,
-            });
+    let (mut hosts, mut lengths, mut chunked, mut connections) = (0, 0, 0, 0);
+    let mut body = Body::None;
+    while pos < len - 2 {
+        let end = pos
+            + raw[pos..]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .ok_or(HeadError::Unterminated)?;
+        let hl = &raw[pos..end];
+        if matches!(hl.first(), Some(b' ' | b'\t')) {
+            return Err(HeadError::Folded);
         }
-        let hl = &bytes[pos..end];
         let colon = hl
             .iter()
             .position(|&b| b == b':')
             .ok_or(HeadError::HeaderLine)?;
-        if colon == 0 {
+        let name = &hl[..colon];
+        if name.is_empty() {
             return Err(HeadError::HeaderLine);
         }
-        headers.push((&hl[..colon], trim(&hl[colon + 1..]), &bytes[pos..end + 2]));
+        if !name.iter().all(|&b| is_tchar(b)) {
+            return Err(HeadError::HeaderName);
+        }
+        if hl.ends_with(b" HTTP/1.0") || hl.ends_with(b" HTTP/1.1") {
+            return Err(HeadError::VersionInHeader);
+        }
+        let value = trim(&hl[colon + 1..]);
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+                return Err(HeadError::Framing);
+            }
+            let n = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(HeadError::Framing)?;
+            body = Body::Length(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked += 1;
+            if !value.eq_ignore_ascii_case(b"chunked") {
+                return Err(HeadError::Framing);
+            }
+            body = Body::Chunked;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            connections += 1;
+        }
+        headers.push((name, value, &raw[pos..end + 2]));
         pos = end + 2;
     }
+    if lengths > 1 || chunked > 1 || connections > 1 || lengths + chunked > 1 {
+        return Err(HeadError::Framing);
+    }
+    // A second request after the head says more than a missing Host: the
+    // blank line that ended this head was not nginx's.
+    let rest = (bytes.len() - len) as u64;
+    let fits = match body {
+        Body::None | Body::Chunked => rest == 0,
+        Body::Length(n) => rest <= n,
+    };
+    if !fits {
+        return Err(HeadError::TrailingBytes);
+    }
+    if hosts != 1 {
+        return Err(HeadError::Host(hosts));
+    }
+    Ok(Head {
+        method: &line[..sp1],
+        path,
+        query,
+        version: &line[sp2..],
+        headers,
+        body,
+        len,
+    })
 }
 
 /// The strict S3 form of a target: path decoded once and encoded with the
@@ -204,20 +338,22 @@ pub struct SignedHead {
     pub dropped: usize,
 }
 
-/// Signs the head at the start of `bytes`; see the module documentation.
-pub fn sign_head(bytes: &[u8], how: &HeadSigning<'_>) -> Result<SignedHead, HeadError> {
-    let head = parse_head(bytes)?;
-    let hosts: Vec<&[u8]> = head
-        .headers
-        .iter()
-        .filter(|(n, _, _)| n.eq_ignore_ascii_case(b"host"))
-        .map(|(_, v, _)| *v)
-        .collect();
-    if hosts.len() != 1 {
-        return Err(HeadError::Host(hosts.len()));
+/// The head carries the session token, when there is one: wiped.
+impl Drop for SignedHead {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.head);
     }
+}
+
+/// Signs a head the policy accepted (see [`crate::policy::check`]): the
+/// request line gets the checked target, the client's and stale
+/// `Authorization`/`x-amz-*` lines are dropped (but the forwarded ones),
+/// and the signer's own headers are appended.
+pub fn sign_head(checked: &Checked<'_>, how: &HeadSigning<'_>) -> SignedHead {
+    let head = &checked.head;
+    let host = header_value(head, b"host").unwrap_or(b"");
     let sha_header = how.content_sha256_header.then_some(how.payload_hash);
-    let mut to_sign = signed_headers(hosts[0], sha_header, how.amz_date, how.session_token);
+    let mut to_sign = signed_headers(host, sha_header, how.amz_date, how.session_token);
     let keep = |name: &[u8]| {
         !is_owned_header(name) || (is_forwardable(name) && is_listed(name, how.forward))
     };
@@ -226,22 +362,11 @@ pub fn sign_head(bytes: &[u8], how: &HeadSigning<'_>) -> Result<SignedHead, Head
             to_sign.push((name, value));
         }
     }
-    // The query always goes out in its strict form, so that the service
-    // and the signer read the same pairs; the path too under S3 rules. A
-    // generic service's path is left as it is (an encoded `/` may mean
-    // something there) and normalized only in the canonical request.
-    let (path, query) = match how.rules {
-        PathRules::S3 => strict_target(head.path, head.query),
-        PathRules::Generic { .. } => {
-            let mut q = Vec::with_capacity(head.query.len() + 16);
-            write_strict_query(head.query, &mut q);
-            (head.path.to_vec(), q)
-        }
-    };
+    let (path, query) = (&checked.path, &checked.query);
     let req = Request {
         method: head.method,
-        path: &path,
-        query: &query,
+        path,
+        query,
         headers: &to_sign,
         payload_hash: how.payload_hash.as_bytes(),
         rules: how.rules,
@@ -251,10 +376,10 @@ pub fn sign_head(bytes: &[u8], how: &HeadSigning<'_>) -> Result<SignedHead, Head
     let mut out = Vec::with_capacity(head.len + 256 + signed.authorization().len());
     out.extend_from_slice(head.method);
     out.push(b' ');
-    out.extend_from_slice(&path);
+    out.extend_from_slice(path);
     if !query.is_empty() {
         out.push(b'?');
-        out.extend_from_slice(&query);
+        out.extend_from_slice(query);
     }
     out.extend_from_slice(head.version);
     out.extend_from_slice(b"\r\n");
@@ -279,11 +404,11 @@ pub fn sign_head(bytes: &[u8], how: &HeadSigning<'_>) -> Result<SignedHead, Head
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(SignedHead {
+    SignedHead {
         head: out,
         signed,
         dropped,
-    })
+    }
 }
 
 /// True for the `x-amz-*` names a client may have forwarded and signed:
@@ -335,17 +460,20 @@ mod tests {
             rules: PathRules::S3,
             forward,
         };
-        sign_head(raw, &how).unwrap()
+        let policy = crate::policy::Policy::permissive(PathRules::S3);
+        let checked = crate::policy::check(raw, &policy, &Default::default()).unwrap();
+        sign_head(&checked, &how)
     }
 
     #[test]
     fn resigns_and_strips() {
         let raw = b"GET /test.txt HTTP/1.0\r\nHost: examplebucket.s3.amazonaws.com\r\n\
-Authorization: client\r\nX-Amz-Date: 1999\r\nx-amz-foo: bar\r\nRange: bytes=0-9\r\n\r\nBODY";
+Authorization: client\r\nX-Amz-Date: 1999\r\nx-amz-foo: bar\r\nRange: bytes=0-9\r\n\
+Content-Length: 4\r\n\r\nBODY";
         let s = sign_test_head(raw, &[]);
         assert_eq!(s.dropped, 3);
-        let text = String::from_utf8(s.head).unwrap();
-        assert!(text.starts_with("GET /test.txt HTTP/1.0\r\nHost: examplebucket.s3.amazonaws.com\r\nRange: bytes=0-9\r\n"));
+        let text = String::from_utf8(s.head.clone()).unwrap();
+        assert!(text.starts_with("GET /test.txt HTTP/1.0\r\nHost: examplebucket.s3.amazonaws.com\r\nRange: bytes=0-9\r\nContent-Length: 4\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
         assert_eq!(text.matches("Authorization:").count(), 1);
         assert_eq!(
@@ -367,7 +495,7 @@ x-amz-checksum-mode:  ENABLED \r\n\r\n";
         let s = sign_test_head(raw, &forward);
         // x-amz-date is the signer's own even when listed; x-amz-foo is not listed.
         assert_eq!(s.dropped, 2);
-        let text = String::from_utf8(s.head).unwrap();
+        let text = String::from_utf8(s.head.clone()).unwrap();
         assert!(text.contains("X-Amz-Request-Payer: requester\r\n"));
         assert!(text.contains("x-amz-checksum-mode:  ENABLED \r\n"));
         assert!(!text.contains("x-amz-foo"));
@@ -390,21 +518,77 @@ x-amz-checksum-mode:  ENABLED \r\n\r\n";
 
     #[test]
     fn errors() {
+        let e = |raw: &[u8]| parse_head(raw).unwrap_err();
+        assert_eq!(e(b"GET / HTTP/1.0\r\nHost: a\r\n"), HeadError::Unterminated);
+        assert_eq!(e(b"GET HTTP/1.0\r\n\r\n"), HeadError::RequestLine);
+        assert_eq!(e(b"GET * HTTP/1.0\r\nHost: a\r\n\r\n"), HeadError::Target);
+        assert_eq!(e(b"GET / HTTP/1.0\r\nbad\r\n\r\n"), HeadError::HeaderLine);
+        assert_eq!(e(b"GET / HTTP/1.0\r\n\r\n"), HeadError::Host(0));
+        assert_eq!(e(b"GET / HTTP/2\r\nHost: a\r\n\r\n"), HeadError::Version);
         assert_eq!(
-            parse_head(b"GET / HTTP/1.0\r\nHost: a\r\n").unwrap_err(),
-            HeadError::Unterminated
+            e(b"GET /a\nb HTTP/1.0\r\nHost: a\r\n\r\n"),
+            HeadError::LineBreak
         );
         assert_eq!(
-            parse_head(b"GET HTTP/1.0\r\n\r\n").unwrap_err(),
-            HeadError::RequestLine
+            e(b"GET /a\rb HTTP/1.0\r\nHost: a\r\n\r\n"),
+            HeadError::LineBreak
         );
         assert_eq!(
-            parse_head(b"GET * HTTP/1.0\r\n\r\n").unwrap_err(),
-            HeadError::Target
+            e(b"GET /a\0b HTTP/1.0\r\nHost: a\r\n\r\n"),
+            HeadError::LineBreak
         );
         assert_eq!(
-            parse_head(b"GET / HTTP/1.0\r\nbad\r\n\r\n").unwrap_err(),
-            HeadError::HeaderLine
+            e(b"GET / HTTP/1.0\r\nHost: a\r\nX: a\nb\r\n\r\n"),
+            HeadError::LineBreak
         );
+        assert_eq!(
+            e(b"GET / HTTP/1.0\r\nHost: a\r\n folded\r\n\r\n"),
+            HeadError::Folded
+        );
+        assert_eq!(
+            e(b"GET / HTTP/1.0\r\nHost: a\r\nX Y: z\r\n\r\n"),
+            HeadError::HeaderName
+        );
+        assert_eq!(
+            e(b"GET / HTTP/1.1\r\nX: y HTTP/1.0\r\nHost: a\r\n\r\n"),
+            HeadError::VersionInHeader
+        );
+        assert_eq!(
+            e(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"),
+            HeadError::Host(2)
+        );
+        let framing = [
+            &b"GET / HTTP/1.0\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx"[..],
+            b"GET / HTTP/1.0\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+        ];
+        for raw in framing {
+            assert_eq!(
+                e(raw),
+                HeadError::Framing,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        // a second request after a head without a body, or past its body
+        assert_eq!(
+            e(b"GET / HTTP/1.0\r\nHost: a\r\n\r\nGET /b HTTP/1.0\r\nHost: b\r\n\r\n"),
+            HeadError::TrailingBytes
+        );
+        assert_eq!(
+            e(b"PUT / HTTP/1.0\r\nHost: a\r\nContent-Length: 2\r\n\r\nabGET"),
+            HeadError::TrailingBytes
+        );
+        let h =
+            parse_head(b"PUT /k?a=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab").unwrap();
+        assert_eq!(
+            (h.body, h.path, h.query),
+            (Body::Length(5), &b"/k"[..], &b"a=1"[..])
+        );
+        let h = parse_head(b"PUT /k HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        assert_eq!(h.body, Body::Chunked);
     }
 }

@@ -427,11 +427,13 @@ fn s3_get_object_example() {
 fn c_module_vector() {
     // The C ngx_aws_auth module's own test: pre-derived key, GET / on bucket "example".
     use base64::Engine;
-    let key: [u8; 32] = base64::engine::general_purpose::STANDARD
-        .decode("k4EntTNoEN22pdavRF/KyeNx+e1BjtOGsCKu2CkBvnU=")
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let key = aws_signer::SigningKey::from_bytes(
+        base64::engine::general_purpose::STANDARD
+            .decode("k4EntTNoEN22pdavRF/KyeNx+e1BjtOGsCKu2CkBvnU=")
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    );
     let scope = Scope::parse("20150830/us-east-1/service/aws4_request").unwrap();
     let date = aws_signer::amz_date(1440938160).unwrap();
     let headers = [
@@ -465,7 +467,7 @@ fn key_tool_vector() {
     let scope = Scope::parse("20160902/us-east-1/s3/aws4_request").unwrap();
     let key = derive_signing_key(b"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", &scope);
     assert_eq!(
-        base64::engine::general_purpose::STANDARD.encode(key),
+        base64::engine::general_purpose::STANDARD.encode(key.as_bytes()),
         "L4vRLWAO92X5L3Sqk5QydUSdB0nC9+1wfqLMOKLbRp4="
     );
 }

@@ -190,17 +190,40 @@ def sign_lines(mode: str) -> str:
     return "aws_sign;" if mode == "aws_sign" else SIGN_VARIABLES
 
 
+def secret_forms(name: str, value: str | bytes) -> dict[str, str]:
+    """Every form a secret could take in a log line: as it is, percent-
+    encoded (upper- and lowercase hex, `+` and `/` and `=` encoded or not),
+    base64 and hex."""
+    raw = value.encode("latin-1") if isinstance(value, str) else value
+    out = {}
+    if isinstance(value, str):
+        out[name] = value
+    strict = s3_uri_encode(raw, keep_slash=False)
+    out[f"{name} (percent-encoded)"] = strict
+    out[f"{name} (percent-encoded, lowercase hex)"] = re.sub(
+        r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), strict)
+    out[f"{name} (base64)"] = base64.b64encode(raw).decode()
+    out[f"{name} (hex)"] = raw.hex()
+    out[f"{name} (HEX)"] = raw.hex().upper()
+    # a form equal to the raw value adds nothing
+    return {k: v for k, v in out.items() if k == name or v != value}
+
+
 def known_secrets() -> dict[str, str]:
-    """The secret values the tests hand to nginx, by name: the IAM secret,
-    the signing keys for the days around today (base64 and hex) and the
-    session token. None of them may ever appear in a log."""
-    out = {"secret key": SECRET_KEY, "session token": SESSION_TOKEN}
+    """The secret values the tests hand to nginx, by name, in every form a
+    log line could carry them (see secret_forms): the IAM secret, the
+    signing keys for the days around today and the session token. None of
+    them may ever appear in a log."""
+    out = {}
+    out.update(secret_forms("secret key", SECRET_KEY))
+    out.update(secret_forms("session token", SESSION_TOKEN))
     today = _dt.datetime.now(_dt.timezone.utc).date()
     for offset in range(-2, 8):
         d = (today + _dt.timedelta(days=offset)).strftime("%Y%m%d")
         cfg = SigningConfig(date=d)
-        out[f"signing key {d} (base64)"] = cfg.signing_key_b64
-        out[f"signing key {d} (hex)"] = cfg.signing_key.hex()
+        # the key's bytes, and the base64 text nginx.conf carries
+        out.update(secret_forms(f"signing key {d}", cfg.signing_key))
+        out.update(secret_forms(f"signing key {d} as configured", cfg.signing_key_b64))
     return out
 
 
@@ -524,6 +547,44 @@ def serve_http(handler: type):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@contextlib.contextmanager
+def silent_server():
+    """A TCP server on 127.0.0.1 (a free port) that accepts connections,
+    never reads or answers: yields (port, the accepted sockets)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.1)
+    stop = threading.Event()
+    conns: list[socket.socket] = []
+
+    def loop():
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+                conns.append(c)
+            except OSError:
+                continue
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        yield srv.getsockname()[1], conns
+    finally:
+        stop.set()
+        t.join(2)
+        for c in conns:
+            c.close()
+        srv.close()
+
+
+def worker_pids(ng: "Nginx") -> list[str]:
+    """The pids of an nginx's workers: the same list before and after a
+    request means no worker died on it."""
+    out = subprocess.run(["pgrep", "-P", str(ng.proc.pid)], capture_output=True, text=True).stdout
+    return sorted(out.split())
 
 
 # --------------------------------------------------------------------------

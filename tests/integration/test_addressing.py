@@ -62,7 +62,7 @@ def test_address_variables(nginx, signing):
 )
 def test_explicit_addressing_refuses_the_other_style(nginx, recorder, signing, obj, addressing, route, ok):
     """With aws_s3_addressing set, a request built in the other style is
-    answered 500 with one error line saying what to change; nothing is sent."""
+    answered 403 with one error line saying what to change; nothing is sent."""
     if route == "vhost":
         target, path = f"http://{VHOST}", "/addr/a%2Bb%20c.txt"
     else:
@@ -84,7 +84,7 @@ def test_explicit_addressing_refuses_the_other_style(nginx, recorder, signing, o
         assert resp.status == 200 and resp.body == b"addressing object\n", resp
         harness.check_signed_request(recorder.last())
         return
-    assert resp.status == 500, resp
+    assert resp.status == 403, resp
     assert recorder.requests == []
     errors = [l for l in nginx.error_log().splitlines() if "[error]" in l and "aws_auth" in l]
     assert len(errors) == 1, errors
@@ -93,7 +93,9 @@ def test_explicit_addressing_refuses_the_other_style(nginx, recorder, signing, o
 
 def test_s3_auth_token_outside_proxy_follows_addressing(nginx, signing):
     """Outside proxy_pass, $s3_auth_token signs the client's request line
-    for $aws_s3_host, with /bucket first under path addressing."""
+    for $aws_s3_host, with /bucket first under path addressing, and under
+    the rules of a proxied request: only forwarded query parameters, no
+    unsigned method, no request for the bucket itself."""
     nginx.write_config(f"""
     server {{
         listen 127.0.0.1:{nginx.port};
@@ -103,15 +105,31 @@ def test_s3_auth_token_outside_proxy_follows_addressing(nginx, signing):
         location / {{
             return 200 "$s3_auth_token|$aws_date";
         }}
+        location /versions/ {{
+            aws_forward_query_params versionId;
+            return 200 "$s3_auth_token|$aws_date";
+        }}
     }}""")
     nginx.start()
+    host = "s3.eu-west-1.amazonaws.com"
+
+    def expected(target: str, amz_date: str) -> str:
+        return harness.botocore_authorization(
+            "GET", host, target.encode(),
+            [("host", host), ("x-amz-content-sha256", harness.EMPTY_SHA256),
+             ("x-amz-date", amz_date)], amz_date)[0]
+
+    resp = nginx.request("GET", "/versions/a%2Bb.txt?versionId=3&acl")
+    auth, amz_date = resp.body.decode().split("|")
+    assert auth == expected(f"/{BUCKET}/versions/a%2Bb.txt?versionId=3", amz_date)
+    # by default the query is not the client's to sign
     resp = nginx.request("GET", "/dir/a%2Bb.txt?versionId=3")
     auth, amz_date = resp.body.decode().split("|")
-    expected, _ = harness.botocore_authorization(
-        "GET", "s3.eu-west-1.amazonaws.com", f"/{BUCKET}/dir/a%2Bb.txt?versionId=3".encode(),
-        [("host", "s3.eu-west-1.amazonaws.com"), ("x-amz-content-sha256", harness.EMPTY_SHA256),
-         ("x-amz-date", amz_date)], amz_date)
-    assert auth == expected
+    assert auth == expected(f"/{BUCKET}/dir/a%2Bb.txt", amz_date)
+    # a method that is not signed, the bucket itself: an empty value
+    assert nginx.request("DELETE", "/dir/a").body.decode().split("|")[0] == ""
+    assert nginx.request("GET", "/").body.decode().split("|")[0] == ""
+    assert nginx.request("GET", "/?list-type=2").body.decode().split("|")[0] == ""
 
 
 FORWARD = "aws_forward_amz_headers x-amz-checksum-mode X-Amz-Request-Payer x-amz-expected-bucket-owner;"

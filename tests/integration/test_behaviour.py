@@ -235,9 +235,12 @@ def test_location_key_overrides_server_key(nginx, recorder, signing, obj):
 
 
 def test_query_string_is_signed(nginx, recorder, signing, obj):
-    """Response-override query parameters (need encoding, arrive unsorted)
-    are part of the signature."""
-    nginx.write_config(simple_server(nginx, signing.directives("        "), "aws_sign;", recorder.port))
+    """Forwarded response-override query parameters (need encoding, arrive
+    unsorted) are part of the signature."""
+    nginx.write_config(simple_server(
+        nginx, signing.directives("        "),
+        "aws_sign; aws_forward_query_params response-content-type response-content-disposition;",
+        recorder.port))
     nginx.start()
     query = (
         "response-content-type=text%2Fplain%3B%20charset%3Dutf-8"
@@ -295,7 +298,7 @@ def test_request_for_another_bucket_is_refused(nginx, recorder, signing, obj):
         nginx, signing.directives("        ", bucket="some-other-bucket"), "aws_sign;", recorder.port))
     nginx.start()
     resp = nginx.request("GET", OBJ_PATH)
-    assert resp.status == 500, resp
+    assert resp.status == 403, resp
     assert recorder.requests == []
     errors = [l for l in nginx.error_log().splitlines() if "[error]" in l and "aws_auth" in l]
     assert len(errors) == 1 and "some-other-bucket" in errors[0], errors

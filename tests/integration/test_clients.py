@@ -38,6 +38,8 @@ def gateway(nginx, recorder, signing, objects):
 {signing.directives("        ")}
         aws_s3_addressing path;
         aws_endpoint 127.0.0.1:{recorder.port};
+        aws_forward_query_params all;   # an S3 API gateway: listing and its parameters
+        aws_s3_listing on;
         location / {{
             aws_sign;
             proxy_pass http://127.0.0.1:{recorder.port};

@@ -139,6 +139,21 @@ BAD = [
     ("presign_604801", cfg(keys(), "aws_presign_expires 604801;"), ["aws_presign_expires"]),
     ("presign_zero", cfg(keys(), "aws_presign_expires 0;"), ["aws_presign_expires"]),
     ("presign_scheme_ftp", cfg(keys(), "aws_presign_scheme ftp;"), ["aws_presign_scheme"]),
+    # one rule for on/off: nginx's (any case), nothing else
+    ("sign_yes", cfg(keys(), "aws_sign yes;"), ["aws_sign"]),
+    ("listing_yes", cfg(keys(), "aws_s3_listing yes;\naws_sign;"), ["aws_s3_listing"]),
+    # query parameters to forward
+    ("query_x_amz", cfg(keys(), "aws_forward_query_params versionId X-Amz-Expires;\naws_sign;"),
+     ["aws_forward_query_params"]),
+    ("query_x_amz_lowercase", cfg(keys(), "aws_forward_query_params x-amz-credential;\naws_sign;"),
+     ["aws_forward_query_params"]),
+    ("query_all_and_names", cfg(keys(), "aws_forward_query_params all versionId;\naws_sign;"),
+     ["aws_forward_query_params"]),
+    ("query_listed_twice", cfg(keys(), "aws_forward_query_params acl acl;\naws_sign;"),
+     ["aws_forward_query_params"]),
+    ("query_bad_name", cfg(keys(), 'aws_forward_query_params "a=b";\naws_sign;'), ["aws_forward_query_params"]),
+    ("query_no_arg", cfg(keys(), "aws_forward_query_params;\naws_sign;"), ["aws_forward_query_params"]),
+    ("bucket_listed_twice", cfg(keys() + "\naws_s3_bucket a b a;", "aws_sign;"), ["aws_s3_bucket"]),
 ]
 
 GOOD = [
@@ -176,6 +191,13 @@ GOOD = [
                                       "return 302 $aws_presigned_url;")),
     ("es_with_sha_header", cfg(keys(scope="20150830/us-east-1/es/aws4_request"),
                                "aws_content_sha256_header on;\naws_payload unsigned;\naws_sign;")),
+    ("on_off_any_case", cfg(keys() + "\naws_s3_bucket b;",
+                            "aws_sign ON;\naws_content_sha256_header On;\naws_s3_listing OFF;\n"
+                            "aws_payload Signed;\naws_s3_addressing PATH;")),
+    ("query_params_and_listing", cfg(keys() + "\naws_s3_bucket b c;",
+                                     "aws_forward_query_params versionId partNumber;\naws_s3_listing on;\n"
+                                     "aws_sign;\nlocation /all/ { aws_forward_query_params all; "
+                                     "proxy_pass http://127.0.0.1:9; }")),
     ("forward_list_and_nested_none",
      cfg(keys() + "\naws_forward_amz_headers x-amz-checksum-mode x-amz-request-payer;",
          "aws_sign;\nlocation /x/ { aws_forward_amz_headers none; proxy_pass http://127.0.0.1:9; }")),

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import threading
 import time
 
 import pytest
@@ -43,29 +41,8 @@ def test_s3_down_gives_nginx_502(nginx, signing, free_port):
 @pytest.fixture
 def silent_server():
     """Accepts connections, reads, never answers."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    stop = threading.Event()
-    conns = []
-
-    def loop():
-        srv.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                c, _ = srv.accept()
-                conns.append(c)
-            except OSError:
-                continue
-
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
-    yield srv.getsockname()[1]
-    stop.set()
-    t.join(2)
-    for c in conns:
-        c.close()
-    srv.close()
+    with harness.silent_server() as (port, _):
+        yield port
 
 
 def test_s3_silent_gives_nginx_504(nginx, signing, silent_server):

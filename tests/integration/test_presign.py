@@ -62,14 +62,21 @@ def follow(url: str) -> harness.Response:
 @pytest.mark.parametrize("token", [False, True], ids=["no_token", "session_token"])
 def test_presigned_redirect_is_accepted_and_matches_botocore(nginx, s3, signing, obj, token):
     extra = f"aws_session_token {harness.SESSION_TOKEN};" if token else ""
+    extra += "\naws_forward_query_params response-content-disposition;"
     nginx.write_config(config(nginx, signing, s3.port, extra + "\naws_presign_expires 10m;"))
     nginx.start()
-    resp = nginx.request("GET", "/pre/a%2Bb%20c.txt?response-content-disposition=attachment")
+    # the client's own X-Amz-* parameters and parameters not forwarded are dropped
+    resp = nginx.request(
+        "GET", "/pre/a%2Bb%20c.txt?X-Amz-Expires=604800&response-content-disposition=attachment"
+        "&response-content-type=text/html&x-amz-security-token=client")
     assert resp.status == 302, resp
     url = resp.header("location")
     parts = urlsplit(url)
     assert parts.netloc == f"127.0.0.1:{s3.port}" and parts.path == f"/{BUCKET}/pre/a%2Bb%20c.txt", url
     params = dict(parse_qsl(parts.query))
+    names = [k for k, _ in parse_qsl(parts.query)]
+    assert names.count("X-Amz-Expires") == 1 and "response-content-type" not in names, url
+    assert "x-amz-security-token" not in names, url
     assert params["X-Amz-Expires"] == "600"
     assert params["X-Amz-SignedHeaders"] == "host"
     assert params["response-content-disposition"] == "attachment"

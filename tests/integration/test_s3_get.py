@@ -152,6 +152,8 @@ class Matrix:
         listen 127.0.0.1:{port};
 {signing.directives(indent="        ")}
         {addressing}
+        aws_forward_query_params all;
+        aws_s3_listing on;
         proxy_http_version 1.1;
         location / {{
             {sign}

@@ -1,0 +1,149 @@
+//! HMAC-SHA256 with keyed states this crate owns, so that every copy of
+//! secret material (the padded key, the keyed states, the intermediate keys
+//! of a derivation) is wiped when it is dropped.
+//!
+//! The SHA-256 block function is the `sha2` crate's (with its SHA-NI and
+//! assembly paths); the buffering and padding around it are here, so no
+//! state the crate cannot reach ever holds key material.
+
+use sha2::digest::generic_array::GenericArray;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// SHA-256 initial hash value.
+const IV: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// Runs the block function over `blocks`, whose length is a multiple of 64.
+fn compress(state: &mut [u32; 8], blocks: &[u8]) {
+    for block in blocks.chunks_exact(64) {
+        sha2::compress256(state, std::slice::from_ref(GenericArray::from_slice(block)));
+    }
+}
+
+/// Pads and hashes the last `tail` (< 64 bytes) of a message of
+/// `total_len` bytes; wipes the state and the padding buffer.
+fn finish(mut state: [u32; 8], tail: &[u8], total_len: u64) -> [u8; 32] {
+    let mut buf = [0u8; 128];
+    buf[..tail.len()].copy_from_slice(tail);
+    buf[tail.len()] = 0x80;
+    let blocks = if tail.len() < 56 { 64 } else { 128 };
+    buf[blocks - 8..blocks].copy_from_slice(&(total_len * 8).to_be_bytes());
+    compress(&mut state, &buf[..blocks]);
+    let mut out = [0u8; 32];
+    for (o, w) in out.chunks_exact_mut(4).zip(state.iter()) {
+        o.copy_from_slice(&w.to_be_bytes());
+    }
+    state.zeroize();
+    buf.zeroize();
+    out
+}
+
+/// Hashes `msg` on from `state`, which has already absorbed `prefix_len`
+/// bytes (a whole number of blocks).
+fn hash_from(state: &[u32; 8], prefix_len: u64, msg: &[u8]) -> [u8; 32] {
+    let mut st = *state;
+    let full = msg.len() - msg.len() % 64;
+    compress(&mut st, &msg[..full]);
+    finish(st, &msg[full..], prefix_len + msg.len() as u64)
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    hash_from(&IV, 0, data)
+}
+
+/// An HMAC-SHA256 key, ready to use: the hash states after the inner and
+/// outer padded key blocks. Wiped when dropped.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct HmacKey {
+    inner: [u32; 8],
+    outer: [u32; 8],
+}
+
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(..)")
+    }
+}
+
+impl HmacKey {
+    /// Keys the HMAC with `key` (of any length).
+    pub fn new(key: &[u8]) -> HmacKey {
+        let mut block = [0u8; 64];
+        if key.len() > 64 {
+            let mut h = sha256(key);
+            block[..32].copy_from_slice(&h);
+            h.zeroize();
+        } else {
+            block[..key.len()].copy_from_slice(key);
+        }
+        let mut pad = [0u8; 64];
+        let mut keyed = |x: u8| {
+            for (p, b) in pad.iter_mut().zip(block.iter()) {
+                *p = b ^ x;
+            }
+            let mut st = IV;
+            compress(&mut st, &pad);
+            st
+        };
+        let inner = keyed(0x36);
+        let outer = keyed(0x5c);
+        block.zeroize();
+        pad.zeroize();
+        HmacKey { inner, outer }
+    }
+
+    /// HMAC-SHA256 of `msg`.
+    pub fn mac(&self, msg: &[u8]) -> [u8; 32] {
+        let mut inner = hash_from(&self.inner, 64, msg);
+        let out = hash_from(&self.outer, 64, &inner);
+        inner.zeroize();
+        out
+    }
+}
+
+/// HMAC-SHA256 of `msg` under `key`, for one-off use (key derivation).
+pub fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    HmacKey::new(key).mac(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn sha256_matches_sha2_at_every_length() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for n in 0..data.len() {
+            assert_eq!(
+                sha256(&data[..n]),
+                <[u8; 32]>::from(Sha256::digest(&data[..n])),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn hmac_matches_the_hmac_crate() {
+        let data: Vec<u8> = (0..200u32).map(|i| (i * 13 + 1) as u8).collect();
+        for key_len in [0, 1, 32, 63, 64, 65, 100, 150] {
+            for n in [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 199] {
+                let key = &data[..key_len];
+                let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+                m.update(&data[..n]);
+                let want: [u8; 32] = m.finalize().into_bytes().into();
+                assert_eq!(hmac(key, &data[..n]), want, "key {key_len} msg {n}");
+            }
+        }
+    }
+}

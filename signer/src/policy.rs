@@ -1,0 +1,811 @@
+//! The signing decision: what a location lets a request be before it is
+//! signed with the location's credentials.
+//!
+//! [`check`] takes the request head the proxy built (and whatever follows
+//! it in the same buffer), the client's own request line, and the
+//! location's [`Policy`]. It either refuses, with a [`Refused`] that says
+//! why, or returns the head with the target exactly as it will be sent and
+//! signed: under S3 rules the strict form of the path, and for every
+//! service the strict form of the query with only the parameters the
+//! policy forwards.
+//!
+//! A refusal is the client's or the configuration's doing, never the
+//! upstream's: the module answers it itself and sends nothing.
+
+use std::fmt;
+
+use crate::wire::{header_value, parse_head, Head, HeadError};
+use crate::{decode_into, requote_path, write_strict_query_filtered, PathRules};
+
+/// A set of HTTP methods, among those the module can sign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MethodSet(u8);
+
+impl MethodSet {
+    /// The methods a set can hold, in the order `Allow` lists them.
+    pub const NAMES: [&'static str; 7] =
+        ["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"];
+
+    /// GET and HEAD: object reads.
+    pub const READ: MethodSet = MethodSet(0b11);
+
+    /// Every method in [`MethodSet::NAMES`].
+    pub const ALL: MethodSet = MethodSet(0b111_1111);
+
+    /// Parses method names (any case); an unknown name is an error naming it.
+    pub fn parse(names: &[&[u8]]) -> Result<MethodSet, String> {
+        let mut bits = 0u8;
+        for name in names {
+            let i = Self::NAMES
+                .iter()
+                .position(|n| n.as_bytes().eq_ignore_ascii_case(name))
+                .ok_or_else(|| {
+                    format!(
+                        "unknown method \"{}\" ({})",
+                        String::from_utf8_lossy(name),
+                        Self::NAMES.join(", ")
+                    )
+                })?;
+            bits |= 1 << i;
+        }
+        Ok(MethodSet(bits))
+    }
+
+    /// True when `method`, as sent on the wire (uppercase), is in the set.
+    pub fn allows(&self, method: &[u8]) -> bool {
+        Self::NAMES
+            .iter()
+            .enumerate()
+            .any(|(i, n)| self.0 & (1 << i) != 0 && n.as_bytes() == method)
+    }
+
+    /// The value of an `Allow` header for this set: `GET, HEAD`.
+    pub fn allow_header(&self) -> String {
+        Self::NAMES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// How a request names its S3 bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addressing {
+    /// `Host: bucket.endpoint`, path `/key`.
+    Virtual,
+    /// `Host: endpoint`, path `/bucket/key`.
+    Path,
+}
+
+/// Which client query parameters reach the service, signed. Whatever the
+/// policy, `X-Amz-*` parameters (the query-signing ones) never do.
+#[derive(Clone, Copy, Debug)]
+pub enum QueryPolicy<'a> {
+    /// Every parameter.
+    All,
+    /// None: the request goes out without a query.
+    None,
+    /// Only these names, each in its strict encoding (see
+    /// [`QueryPolicy::strict_name`]).
+    Only(&'a [Vec<u8>]),
+}
+
+impl QueryPolicy<'_> {
+    /// Whether a parameter, given by its name in the strict encoding, is
+    /// forwarded.
+    pub fn keeps(&self, strict_name: &[u8]) -> bool {
+        if is_amz_param(strict_name) {
+            return false;
+        }
+        match self {
+            QueryPolicy::All => true,
+            QueryPolicy::None => false,
+            QueryPolicy::Only(names) => names.iter().any(|n| n.as_slice() == strict_name),
+        }
+    }
+
+    /// A parameter name as the configuration gives it, in the strict
+    /// encoding the comparison uses.
+    pub fn strict_name(name: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(name.len());
+        crate::encode_into(name, false, &mut out);
+        out
+    }
+}
+
+/// True for a query parameter name (strict encoding) of the `X-Amz-*`
+/// family, which carries query signatures and is never a client's to set.
+pub fn is_amz_param(strict_name: &[u8]) -> bool {
+    strict_name.len() >= 6 && strict_name[..6].eq_ignore_ascii_case(b"x-amz-")
+}
+
+/// The S3 side of a policy: which bucket a request may address and how.
+#[derive(Clone, Copy, Debug)]
+pub struct S3Policy<'a> {
+    /// The buckets a request may address (`aws_s3_bucket`); empty: any.
+    pub buckets: &'a [String],
+    /// The addressing style required; `None` accepts either.
+    pub addressing: Option<Addressing>,
+    /// The endpoint, `host` or `host:port`.
+    pub endpoint: &'a str,
+    /// Requests for the bucket itself (an empty key: ListObjects) are
+    /// signed, for GET and HEAD only.
+    pub listing: bool,
+}
+
+/// What a location lets a signed request be.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy<'a> {
+    /// The methods signed.
+    pub methods: MethodSet,
+    /// Canonical URI rules of the key.
+    pub rules: PathRules,
+    /// The client query parameters forwarded.
+    pub query: QueryPolicy<'a>,
+    /// Bucket rules, for an S3 key; `None` for other services.
+    pub s3: Option<S3Policy<'a>>,
+}
+
+impl Policy<'_> {
+    /// Everything allowed: any method, any query, any bucket (tests, fuzzing).
+    pub fn permissive(rules: PathRules) -> Policy<'static> {
+        Policy {
+            methods: MethodSet::ALL,
+            rules,
+            query: QueryPolicy::All,
+            s3: None,
+        }
+    }
+}
+
+/// The client's request as nginx received it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Client<'a> {
+    /// The decoded, normalized URI (`$uri`).
+    pub uri: &'a [u8],
+    /// The request target as the client sent it (`$request_uri`).
+    pub target: &'a [u8],
+}
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The head is malformed, or holds lines nginx did not build.
+    Head(HeadError),
+    /// The client's request target holds a raw `#`: nginx chose the
+    /// location by the part before it, the wire would carry it all.
+    Fragment,
+    /// A line of the client's decoded URI (after a `%0D%0A`) is in the head.
+    Injected,
+    /// The method is not signed here.
+    Method,
+    /// The `Host` does not address a configured bucket in the style allowed.
+    Host,
+    /// The path does not start with a configured bucket (path style).
+    Bucket,
+    /// Dot segments would take a normalizing server out of the bucket.
+    Climb,
+    /// A request for the bucket itself (ListObjects, bucket operations)
+    /// where listing is off, or with a method other than GET or HEAD.
+    BucketRequest,
+}
+
+impl Refusal {
+    /// The status the client gets.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Head(e) if !e.is_injected() => 500,
+            Refusal::Head(_) | Refusal::Fragment | Refusal::Injected => 400,
+            Refusal::Method => 405,
+            Refusal::Host | Refusal::Bucket | Refusal::Climb | Refusal::BucketRequest => 403,
+        }
+    }
+
+    /// A short name for the reason, stable for counters and log limits.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Head(e) if !e.is_injected() => "head",
+            Refusal::Head(_) | Refusal::Injected | Refusal::Fragment => "injected",
+            Refusal::Method => "method",
+            Refusal::Host | Refusal::Bucket | Refusal::Climb => "bucket",
+            Refusal::BucketRequest => "listing",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Head(e) => write!(f, "the upstream request head cannot be signed: {e}"),
+            Refusal::Fragment => f.write_str("the request target holds a raw '#'"),
+            Refusal::Injected => {
+                f.write_str("a line break decoded from the URI reached the upstream request head")
+            }
+            Refusal::Method => f.write_str("the method is not signed here"),
+            Refusal::Host => f.write_str("the Host does not address the configured bucket"),
+            Refusal::Bucket => f.write_str("the path does not start with the configured bucket"),
+            Refusal::Climb => f.write_str("dot segments in the path leave the bucket"),
+            Refusal::BucketRequest => {
+                f.write_str("a request for the bucket itself (aws_s3_listing)")
+            }
+        }
+    }
+}
+
+/// A refusal and what was sent, for the one log line: `Host` and target,
+/// control bytes escaped, shortened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// Why.
+    pub kind: Refusal,
+    /// The method, `Host` and target of the head (or what could be read of
+    /// it), safe to log.
+    pub detail: String,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.kind, self.detail)
+    }
+}
+
+/// A head the policy accepts, with its target as it will be sent.
+#[derive(Debug)]
+pub struct Checked<'a> {
+    /// The parsed head.
+    pub head: Head<'a>,
+    /// The path to send and sign: the strict form under S3 rules, the
+    /// path as built otherwise.
+    pub path: Vec<u8>,
+    /// The query to send and sign: the forwarded parameters in their
+    /// strict form.
+    pub query: Vec<u8>,
+}
+
+/// Decides whether the head at the start of `bytes` may be signed under
+/// `policy`; see the module documentation.
+pub fn check<'a>(
+    bytes: &'a [u8],
+    policy: &Policy<'_>,
+    client: &Client<'_>,
+) -> Result<Checked<'a>, Refused> {
+    let first_line = || {
+        let line = bytes.split(|&b| b == b'\n').next().unwrap_or(b"");
+        format!("\"{}\"", escape_for_log(line, 200))
+    };
+    if uri_line_in_head(client.uri, bytes) {
+        return Err(Refused {
+            kind: Refusal::Injected,
+            detail: first_line(),
+        });
+    }
+    let head = match parse_head(bytes) {
+        Ok(h) => h,
+        Err(e) => {
+            return Err(Refused {
+                kind: Refusal::Head(e),
+                detail: first_line(),
+            });
+        }
+    };
+    let refuse = |kind: Refusal, head: &Head<'_>| {
+        Err(Refused {
+            kind,
+            detail: describe(head),
+        })
+    };
+    if client.target.contains(&b'#') {
+        return refuse(Refusal::Fragment, &head);
+    }
+    if !policy.methods.allows(head.method) {
+        return refuse(Refusal::Method, &head);
+    }
+    let mut path = Vec::with_capacity(head.path.len() + 16);
+    match policy.rules {
+        PathRules::S3 => requote_path(head.path, &mut path),
+        PathRules::Generic { .. } => path.extend_from_slice(head.path),
+    }
+    let mut query = Vec::with_capacity(head.query.len() + 16);
+    write_strict_query_filtered(head.query, &|name| policy.query.keeps(name), &mut query);
+    if let Some(s3) = &policy.s3 {
+        if let Err(kind) = check_s3(&head, &path, s3) {
+            return refuse(kind, &head);
+        }
+    }
+    Ok(Checked { head, path, query })
+}
+
+/// Method, `Host` and target of a head, for a log line.
+fn describe(head: &Head<'_>) -> String {
+    let mut target = head.path.to_vec();
+    if !head.query.is_empty() {
+        target.push(b'?');
+        target.extend_from_slice(head.query);
+    }
+    format!(
+        "{} \"{}\", Host \"{}\"",
+        escape_for_log(head.method, 16),
+        escape_for_log(&target, 200),
+        escape_for_log(header_value(head, b"host").unwrap_or(b""), 100)
+    )
+}
+
+/// True when a line of the decoded URI (what follows a CR or LF in it) is
+/// found at the start of a line of the head: a `%0D%0A` in the client's
+/// URI reached the head through `$uri` or a capture.
+fn uri_line_in_head(uri: &[u8], head: &[u8]) -> bool {
+    let is_break = |b: &u8| *b == b'\r' || *b == b'\n';
+    if !uri.iter().any(is_break) {
+        return false;
+    }
+    let mut rest = uri;
+    while let Some(i) = rest.iter().position(is_break) {
+        let after = &rest[i..];
+        let start = after
+            .iter()
+            .position(|b| !is_break(b))
+            .unwrap_or(after.len());
+        let line_and_more = &after[start..];
+        let end = line_and_more
+            .iter()
+            .position(is_break)
+            .unwrap_or(line_and_more.len());
+        let line = &line_and_more[..end];
+        if !line.is_empty()
+            && head
+                .windows(line.len() + 1)
+                .any(|w| w[0] == b'\n' && &w[1..] == line)
+        {
+            return true;
+        }
+        rest = line_and_more;
+    }
+    false
+}
+
+/// `host[:port]` split; a bracketed IPv6 address keeps its brackets.
+fn split_host(value: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match value.iter().rposition(|&b| b == b':') {
+        Some(i)
+            if !value.ends_with(b"]")
+                && (value.first() == Some(&b'[') || !value[..i].contains(&b':')) =>
+        {
+            (&value[..i], Some(&value[i + 1..]))
+        }
+        _ => (value, None),
+    }
+}
+
+/// Ports agree: both absent, equal, or one absent and the other a
+/// scheme's default.
+fn same_port(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => x == y,
+        (Some(p), None) | (None, Some(p)) => p == b"80" || p == b"443",
+    }
+}
+
+/// An IP address literal: never a bucket's virtual host.
+fn is_ip_literal(name: &[u8]) -> bool {
+    if name.first() == Some(&b'[') {
+        return true;
+    }
+    std::str::from_utf8(name).is_ok_and(|s| s.parse::<std::net::IpAddr>().is_ok())
+}
+
+/// `name` equals `bucket` + `.` + `endpoint`, ignoring case.
+fn is_bucket_host(name: &[u8], bucket: &[u8], endpoint: &[u8]) -> bool {
+    name.len() == bucket.len() + 1 + endpoint.len()
+        && name[..bucket.len()].eq_ignore_ascii_case(bucket)
+        && name[bucket.len()] == b'.'
+        && name[bucket.len() + 1..].eq_ignore_ascii_case(endpoint)
+}
+
+/// The first segment of a strict path and what follows it (`/b/k` gives
+/// `b` and `/k`).
+fn first_segment(path: &[u8]) -> (&[u8], &[u8]) {
+    let p = path.strip_prefix(b"/").unwrap_or(path);
+    match p.iter().position(|&b| b == b'/') {
+        Some(i) => (&p[..i], &p[i..]),
+        None => (p, b""),
+    }
+}
+
+/// True when the decoded segments of `rest` (the path after the bucket)
+/// climb above it: `..` more often than names, counting empty segments as
+/// nothing (a server may merge slashes).
+fn climbs(rest: &[u8]) -> bool {
+    let mut decoded = Vec::with_capacity(rest.len());
+    decode_into(rest, &mut decoded);
+    let mut depth = 0i64;
+    for seg in decoded.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
+fn check_s3(head: &Head<'_>, path: &[u8], s3: &S3Policy<'_>) -> Result<(), Refusal> {
+    let host = header_value(head, b"host").unwrap_or(b"");
+    let (name, port) = split_host(host);
+    let (ep_name, ep_port) = split_host(s3.endpoint.as_bytes());
+    let at_endpoint =
+        (name.eq_ignore_ascii_case(ep_name) && same_port(port, ep_port)) || is_ip_literal(name);
+    let (first, after_first) = first_segment(path);
+    let style = if s3.buckets.is_empty() {
+        match s3.addressing {
+            Some(a) => a,
+            None if at_endpoint => Addressing::Path,
+            None => Addressing::Virtual,
+        }
+    } else {
+        let virtual_ok = same_port(port, ep_port)
+            && s3.buckets.iter().any(|b| {
+                is_bucket_host(name, b.as_bytes(), ep_name)
+                    || name.eq_ignore_ascii_case(b.as_bytes())
+            });
+        let path_bucket = s3.buckets.iter().any(|b| b.as_bytes() == first);
+        match s3.addressing {
+            Some(Addressing::Virtual) if virtual_ok => Addressing::Virtual,
+            Some(Addressing::Virtual) => return Err(Refusal::Host),
+            Some(Addressing::Path) if !at_endpoint => return Err(Refusal::Host),
+            Some(Addressing::Path) if !path_bucket => return Err(Refusal::Bucket),
+            Some(Addressing::Path) => Addressing::Path,
+            None if virtual_ok => Addressing::Virtual,
+            None if at_endpoint && path_bucket => Addressing::Path,
+            None if at_endpoint => return Err(Refusal::Bucket),
+            None => return Err(Refusal::Host),
+        }
+    };
+    let key_is_empty = match style {
+        Addressing::Virtual => path == b"/" || path.is_empty(),
+        Addressing::Path => {
+            if climbs(after_first) {
+                return Err(Refusal::Climb);
+            }
+            after_first.is_empty() || after_first == b"/"
+        }
+    };
+    if key_is_empty && !(s3.listing && matches!(head.method, b"GET" | b"HEAD")) {
+        return Err(Refusal::BucketRequest);
+    }
+    Ok(())
+}
+
+/// Bytes for a log line: printable ASCII as it is, everything else (and
+/// `"` and `\`) as `\xNN`, at most `max` input bytes (then `...`).
+pub fn escape_for_log(bytes: &[u8], max: usize) -> String {
+    let mut out = String::with_capacity(bytes.len().min(max) + 8);
+    for &b in bytes.iter().take(max) {
+        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    if bytes.len() > max {
+        out.push_str("...");
+    }
+    out
+}
+
+/// `text` with every form of `secret` a log line could carry (as it is,
+/// and percent-encoded with upper- or lowercase hex) replaced by
+/// `<redacted>`.
+pub fn redact(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        return text.to_owned();
+    }
+    let mut encoded = Vec::with_capacity(secret.len() * 3);
+    crate::encode_into(secret.as_bytes(), false, &mut encoded);
+    let upper = String::from_utf8_lossy(&encoded).into_owned();
+    let lower = lower_hex_escapes(&upper);
+    let mut out = text.replace(secret, "<redacted>");
+    for form in [upper, lower] {
+        if form != secret {
+            out = out.replace(&form, "<redacted>");
+        }
+    }
+    out
+}
+
+/// `%AB` escapes in lowercase (`%ab`).
+fn lower_hex_escapes(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(b'%');
+            out.push(b[i + 1].to_ascii_lowercase());
+            out.push(b[i + 2].to_ascii_lowercase());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUCKETS: &[String] = &[];
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn s3<'a>(buckets: &'a [String], addressing: Option<Addressing>, listing: bool) -> Policy<'a> {
+        Policy {
+            methods: MethodSet::READ,
+            rules: PathRules::S3,
+            query: QueryPolicy::None,
+            s3: Some(S3Policy {
+                buckets,
+                addressing,
+                endpoint: "s3.amazonaws.com",
+                listing,
+            }),
+        }
+    }
+
+    fn head(method: &str, target: &str, host: &str) -> Vec<u8> {
+        format!("{method} {target} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+            .into_bytes()
+    }
+
+    fn verdict(p: &Policy<'_>, raw: &[u8]) -> Result<(String, String), Refusal> {
+        check(raw, p, &Client::default())
+            .map(|c| {
+                (
+                    String::from_utf8(c.path).unwrap(),
+                    String::from_utf8(c.query).unwrap(),
+                )
+            })
+            .map_err(|r| r.kind)
+    }
+
+    #[test]
+    fn methods() {
+        let m = MethodSet::parse(&[b"get", b"PUT"]).unwrap();
+        assert!(m.allows(b"GET") && m.allows(b"PUT") && !m.allows(b"HEAD") && !m.allows(b"get"));
+        assert_eq!(m.allow_header(), "GET, PUT");
+        assert!(MethodSet::parse(&[b"TRACE"]).unwrap_err().contains("TRACE"));
+        let b = names(&["my-bucket"]);
+        let p = s3(&b, None, false);
+        assert_eq!(
+            verdict(&p, &head("PUT", "/k", "my-bucket.s3.amazonaws.com")),
+            Err(Refusal::Method)
+        );
+    }
+
+    #[test]
+    fn query_policy() {
+        let b = names(&["b"]);
+        let host = "b.s3.amazonaws.com";
+        let mut p = s3(&b, None, false);
+        // default for S3: no client parameter; a cache-buster still gets the object
+        assert_eq!(
+            verdict(&p, &head("GET", "/k?v=123", host)),
+            Ok(("/k".into(), "".into()))
+        );
+        assert_eq!(
+            verdict(&p, &head("GET", "/k?acl", host)),
+            Ok(("/k".into(), "".into()))
+        );
+        let allowed = vec![
+            QueryPolicy::strict_name(b"versionId"),
+            QueryPolicy::strict_name(b"partNumber"),
+        ];
+        p.query = QueryPolicy::Only(&allowed);
+        assert_eq!(
+            verdict(
+                &p,
+                &head(
+                    "GET",
+                    "/k?versionId=a+b&response-content-type=text/html&partNumber=2",
+                    host
+                )
+            ),
+            Ok(("/k".into(), "versionId=a%20b&partNumber=2".into()))
+        );
+        // an encoded name is the same name
+        assert_eq!(
+            verdict(&p, &head("GET", "/k?version%49d=1", host)),
+            Ok(("/k".into(), "versionId=1".into()))
+        );
+        p.query = QueryPolicy::All;
+        assert_eq!(
+            verdict(
+                &p,
+                &head(
+                    "GET",
+                    "/k?X-Amz-Expires=604800&x-amz-credential=x&%58-Amz-Date=1&a=1",
+                    host
+                )
+            ),
+            Ok(("/k".into(), "a=1".into()))
+        );
+    }
+
+    #[test]
+    fn bucket_requests() {
+        let b = names(&["b"]);
+        let p = s3(&b, None, false);
+        let vhost = "b.s3.amazonaws.com";
+        for target in ["/", "/?list-type=2", "/?policy", "/?versions"] {
+            assert_eq!(
+                verdict(&p, &head("GET", target, vhost)),
+                Err(Refusal::BucketRequest),
+                "{target}"
+            );
+        }
+        for target in ["/b", "/b/", "/b?list-type=2"] {
+            assert_eq!(
+                verdict(&p, &head("GET", target, "127.0.0.1:9000")),
+                Err(Refusal::BucketRequest),
+                "{target}"
+            );
+        }
+        let on = s3(&b, None, true);
+        assert!(verdict(&on, &head("GET", "/?list-type=2", vhost)).is_ok());
+        assert!(verdict(&on, &head("HEAD", "/b/", "127.0.0.1:9000")).is_ok());
+        let mut writes = s3(&b, None, true);
+        writes.methods = MethodSet::ALL;
+        assert_eq!(
+            verdict(&writes, &head("DELETE", "/?publicAccessBlock", vhost)),
+            Err(Refusal::BucketRequest)
+        );
+        assert_eq!(
+            verdict(&writes, &head("PUT", "/", vhost)),
+            Err(Refusal::BucketRequest)
+        );
+        assert!(verdict(&writes, &head("PUT", "/k", vhost)).is_ok());
+        // without a bucket: "/" in virtual style, one segment in path style
+        let none = s3(BUCKETS, None, false);
+        assert_eq!(
+            verdict(&none, &head("GET", "/", "x.s3.amazonaws.com")),
+            Err(Refusal::BucketRequest)
+        );
+        assert_eq!(
+            verdict(&none, &head("GET", "/x/", "s3.amazonaws.com")),
+            Err(Refusal::BucketRequest)
+        );
+        assert!(verdict(&none, &head("GET", "/x/k", "s3.amazonaws.com")).is_ok());
+    }
+
+    #[test]
+    fn exact_buckets() {
+        let b = names(&["my-bucket", "second"]);
+        let any = s3(&b, None, false);
+        let virt = s3(&b, Some(Addressing::Virtual), false);
+        let path = s3(&b, Some(Addressing::Path), false);
+        let ok = |p: &Policy<'_>, t: &str, h: &str| verdict(p, &head("GET", t, h)).is_ok();
+        let err = |p: &Policy<'_>, t: &str, h: &str| verdict(p, &head("GET", t, h)).unwrap_err();
+        assert!(ok(&virt, "/k", "my-bucket.s3.amazonaws.com"));
+        assert!(ok(&virt, "/k", "SECOND.s3.amazonaws.com:443"));
+        assert!(ok(&virt, "/k", "my-bucket"));
+        assert_eq!(
+            err(&virt, "/k", "my-bucket.s3.amazonaws.com.evil.example"),
+            Refusal::Host
+        );
+        assert_eq!(err(&virt, "/k", "my-bucket.evil.example"), Refusal::Host);
+        assert_eq!(err(&virt, "/k", "other.s3.amazonaws.com"), Refusal::Host);
+        assert_eq!(
+            err(&virt, "/my-bucket/k", "s3.amazonaws.com"),
+            Refusal::Host
+        );
+        assert!(ok(&path, "/my-bucket/k", "s3.amazonaws.com"));
+        assert!(ok(&path, "/second/k", "127.0.0.1:9000"));
+        assert!(ok(&path, "/second/k", "[::1]:9000"));
+        assert_eq!(
+            err(&path, "/my-bucket/k", "other-bucket.s3.amazonaws.com"),
+            Refusal::Host
+        );
+        assert_eq!(
+            err(&path, "/my-bucket/k", "minio.internal:9000"),
+            Refusal::Host
+        );
+        assert_eq!(
+            err(&path, "/my-bucketx/k", "s3.amazonaws.com"),
+            Refusal::Bucket
+        );
+        assert_eq!(err(&path, "/other/k", "s3.amazonaws.com"), Refusal::Bucket);
+        // either style without aws_s3_addressing, each exact
+        assert!(ok(&any, "/k", "my-bucket.s3.amazonaws.com"));
+        assert!(ok(&any, "/my-bucket/k", "127.0.0.1:8080"));
+        assert_eq!(
+            err(&any, "/my-bucket/k", "other-bucket.s3.amazonaws.com"),
+            Refusal::Host
+        );
+        assert_eq!(err(&any, "/other/k", "127.0.0.1:8080"), Refusal::Bucket);
+    }
+
+    #[test]
+    fn dot_segments_in_path_style() {
+        let b = names(&["my-bucket"]);
+        let path = s3(&b, Some(Addressing::Path), false);
+        let v = |t: &str| verdict(&path, &head("GET", t, "s3.amazonaws.com"));
+        assert_eq!(v("/my-bucket/../other-bucket/k"), Err(Refusal::Climb));
+        assert_eq!(v("/my-bucket/a/../../other/k"), Err(Refusal::Climb));
+        assert_eq!(v("/my-bucket/%2E%2E/other/k"), Err(Refusal::Climb));
+        assert_eq!(v("/my-bucket/..%2Fother/k"), Err(Refusal::Climb));
+        assert_eq!(v("/my-bucket//../other/k"), Err(Refusal::Climb));
+        assert_eq!(v("/my-bucket/.."), Err(Refusal::Climb));
+        assert!(v("/my-bucket/a/../b").is_ok());
+        assert!(v("/my-bucket/./a//b").is_ok());
+        assert!(v("/my-bucket/..a/b..").is_ok());
+        // a dot segment in virtual-host style never leaves the bucket
+        let virt = s3(&b, Some(Addressing::Virtual), false);
+        assert!(verdict(&virt, &head("GET", "/../k", "my-bucket.s3.amazonaws.com")).is_ok());
+    }
+
+    #[test]
+    fn injected_lines() {
+        let p = Policy::permissive(PathRules::S3);
+        // %0D%0A in $uri, placed in proxy_pass: the client's Host line and
+        // the real head after it
+        let raw = b"GET /var/x HTTP/1.1\r\nHost: other.localhost\r\n\r\n HTTP/1.0\r\nHost: real\r\nConnection: close\r\n\r\n";
+        assert_eq!(
+            verdict(&p, raw),
+            Err(Refusal::Head(HeadError::TrailingBytes))
+        );
+        // a header line that ends with the proxy's own protocol
+        let raw = b"GET /x HTTP/1.1\r\nX-Pad: HTTP/1.0\r\nHost: real\r\n\r\n";
+        assert_eq!(
+            verdict(&p, raw),
+            Err(Refusal::Head(HeadError::VersionInHeader))
+        );
+        // in a header value: a second Host
+        let raw = b"GET /x HTTP/1.0\r\nHost: real\r\nX-Orig: /a\r\nHost: evil\r\n\r\n";
+        assert_eq!(verdict(&p, raw), Err(Refusal::Head(HeadError::Host(2))));
+        // a harmless-looking line is found by the decoded URI's own line
+        let raw = b"GET /x HTTP/1.0\r\nHost: real\r\nX-Orig: /a\r\nX-Injected: 1\r\n\r\n";
+        let client = Client {
+            uri: b"/a\r\nX-Injected: 1",
+            target: b"/a%0D%0AX-Injected:%201",
+        };
+        assert_eq!(check(raw, &p, &client).unwrap_err().kind, Refusal::Injected);
+        // the same URI signed as sent, encoded (proxy_pass without a URI part)
+        let raw = b"GET /a%0D%0AX-Injected:%201 HTTP/1.0\r\nHost: real\r\n\r\n";
+        assert!(check(raw, &p, &client).is_ok());
+        // a raw '#'
+        let client = Client {
+            uri: b"/a",
+            target: b"/a#/../b",
+        };
+        let raw = b"GET /a#/../b HTTP/1.0\r\nHost: real\r\n\r\n";
+        assert_eq!(check(raw, &p, &client).unwrap_err().kind, Refusal::Fragment);
+    }
+
+    #[test]
+    fn log_escaping_and_redaction() {
+        assert_eq!(
+            escape_for_log(b"/a\nb\"\\\x7f\xff", 100),
+            "/a\\x0Ab\\x22\\x5C\\x7F\\xFF"
+        );
+        assert_eq!(escape_for_log(b"abcdef", 3), "abc...");
+        let token = "FQo+/tok=en";
+        let text = "a FQo+/tok=en b FQo%2B%2Ftok%3Den c FQo%2b%2ftok%3den d";
+        assert_eq!(
+            redact(text, token),
+            "a <redacted> b <redacted> c <redacted> d"
+        );
+        assert_eq!(redact("x", ""), "x");
+    }
+}
