@@ -583,8 +583,13 @@ def silent_server():
 def worker_pids(ng: "Nginx") -> list[str]:
     """The pids of an nginx's workers: the same list before and after a
     request means no worker died on it."""
-    out = subprocess.run(["pgrep", "-P", str(ng.proc.pid)], capture_output=True, text=True).stdout
-    return sorted(out.split())
+    def pids() -> list[str]:
+        out = subprocess.run(["pgrep", "-P", str(ng.proc.pid)], capture_output=True, text=True).stdout
+        return sorted(out.split())
+
+    # under valgrind the workers take a while to appear
+    wait_until(lambda: pids(), 60, "nginx's workers")
+    return pids()
 
 
 # --------------------------------------------------------------------------

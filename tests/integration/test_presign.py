@@ -84,6 +84,11 @@ def test_presigned_redirect_is_accepted_and_matches_botocore(nginx, s3, signing,
         assert params["X-Amz-Security-Token"] == harness.SESSION_TOKEN
     assert params["X-Amz-Signature"] == botocore_presigned_signature(
         url, harness.SESSION_TOKEN if token else None)
+    if token:
+        # the module's debug line shows the canonical request with the token
+        # redacted in the form it takes there (percent-encoded)
+        log = nginx.error_log()
+        assert "presigned URL canonical request" in log and "X-Amz-Security-Token=<redacted>" in log
     if not token:  # s3s-fs knows no session tokens
         got = follow(url)
         assert got.status == 200 and got.body == b"presigned download\n", got
