@@ -20,90 +20,16 @@ use ngx::ffi::{
     NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN,
 };
+use ngx::http::{HttpModule, HttpModuleMainConf};
 use ngx::{ngx_conf_log_error, ngx_string};
 use zeroize::Zeroizing;
 
-/// A credential set complete enough to sign with. Every key, secret and
-/// token in it is wiped when it is dropped (their types do it).
-pub struct Signing {
-    pub access_key: String,
-    /// One key per UTC day, sorted by date (one entry for `aws_signing_key`).
-    pub keys: Vec<ScopedKey>,
-    /// Secret mode: the day's key is derived from the secret, once per
-    /// worker and UTC day, and kept here.
-    pub derive: Option<Derive>,
-    /// Sent and signed as `x-amz-security-token`.
-    pub session_token: Option<Zeroizing<String>>,
-}
+use crate::credentials::{Credentials, Source};
+use crate::role::RoleSource;
 
-/// What secret mode derives keys from, and the key of the day.
-pub struct Derive {
-    pub secret: Zeroizing<Vec<u8>>,
-    pub region: String,
-    pub service: String,
-    pub cache: std::cell::RefCell<Option<ScopedKey>>,
-}
-
-impl Signing {
-    /// Calls `f` with the key for `day` (`YYYYMMDD`): the key file's or
-    /// single key's line for that date, or in secret mode the day's derived
-    /// key (derived on the first request of the day, then cached).
-    pub fn with_key<R>(&self, day: &str, f: impl FnOnce(&Scope, &SigningKey) -> R) -> Option<R> {
-        if let Some(d) = &self.derive {
-            let mut cache = d.cache.try_borrow_mut().ok()?;
-            if cache.as_ref().is_none_or(|(s, _)| s.date() != day) {
-                let scope = Scope::new(day, &d.region, &d.service).ok()?;
-                let key = aws_signer::derive_signing_key(d.secret.as_slice(), &scope);
-                *cache = Some((scope, key));
-            }
-            let (scope, key) = cache.as_ref()?;
-            return Some(f(scope, key));
-        }
-        let (scope, key) = self.keys.iter().find(|(s, _)| s.date() == day)?;
-        Some(f(scope, key))
-    }
-
-    /// True when a key for `day` exists or can be derived.
-    pub fn covers(&self, day: &str) -> bool {
-        self.derive.is_some() || self.keys.iter().any(|(s, _)| s.date() == day)
-    }
-
-    /// Canonical URI rules for a key's service.
-    pub fn rules(scope: &Scope) -> PathRules {
-        PathRules::for_service(scope.service())
-    }
-
-    /// Canonical URI rules of the keys at hand (the first key's service, or
-    /// secret mode's).
-    pub fn default_rules(&self) -> PathRules {
-        match (&self.derive, self.keys.first()) {
-            (Some(d), _) => PathRules::for_service(&d.service),
-            (None, Some((scope, _))) => Signing::rules(scope),
-            (None, None) => PathRules::S3,
-        }
-    }
-
-    /// Unix time at which the last configured key's UTC day ends; `None` in
-    /// secret mode, where every day's key can be derived.
-    pub fn coverage_end(&self) -> Option<i64> {
-        if self.derive.is_some() {
-            return None;
-        }
-        let last = self.keys.last()?.0.date();
-        let day = chrono::NaiveDate::parse_from_str(last, "%Y%m%d").ok()?;
-        Some(day.succ_opt()?.and_hms_opt(0, 0, 0)?.and_utc().timestamp())
-    }
-
-    /// Whole UTC days of coverage left after `today` (negative when even
-    /// `today` is past the last key); `None` for a malformed date.
-    pub fn days_left(&self, today: &str) -> Option<i64> {
-        if self.derive.is_some() {
-            return None;
-        }
-        let last = self.keys.last()?.0.date();
-        let p = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y%m%d").ok();
-        Some((p(last)? - p(today)?).num_days())
-    }
+/// Canonical URI rules for a key's service.
+pub fn rules_of(scope: &Scope) -> PathRules {
+    PathRules::for_service(scope.service())
 }
 
 /// Which client query parameters are forwarded (`aws_forward_query_params`).
@@ -135,6 +61,8 @@ pub struct LocConf {
     pub key: Option<SigningKey>,
     pub key_file: Option<Vec<ScopedKey>>,
     pub secret: Option<Zeroizing<Vec<u8>>>,
+    /// `aws_credentials`: the role source (in the main configuration).
+    pub role: Option<&'static RoleSource>,
     pub region: Option<String>,
     pub service: Option<String>,
     pub session_token: Option<Zeroizing<String>>,
@@ -185,8 +113,8 @@ pub struct LocConf {
     /// This is a `location` (or `if`/`limit_except`) block's configuration:
     /// the blocks that serve requests, where a missing credential is an error.
     pub is_location: bool,
-    /// The merged, checked credential set; `None` when incomplete.
-    pub signing: Option<Signing>,
+    /// The merged, checked credentials; `None` when incomplete.
+    pub credentials: Option<Credentials>,
 }
 
 impl LocConf {
@@ -262,22 +190,13 @@ impl LocConf {
     /// True when the request body must be hashed as it is read: a signed
     /// payload is possible here.
     fn body_needs_hash(&self) -> bool {
-        let Some(signing) = self.signing.as_ref() else {
+        let Some(creds) = self.credentials.as_ref() else {
             return false;
         };
         match self.payload {
             Some(p) => p == Payload::Signed,
             // the default depends on the service: any non-S3 key signs bodies
-            None => {
-                signing
-                    .derive
-                    .as_ref()
-                    .is_some_and(|d| !matches!(PathRules::for_service(&d.service), PathRules::S3))
-                    || signing
-                        .keys
-                        .iter()
-                        .any(|(scope, _)| !matches!(Signing::rules(scope), PathRules::S3))
-            }
+            None => creds.any_non_s3(),
         }
     }
 }
@@ -299,7 +218,7 @@ const fn command(name: ngx_str_t, args: u32, set: SetFn) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 23] = [
+pub static mut COMMANDS: [ngx_command_t; 24] = [
     command(
         ngx_string!("aws_access_key"),
         NGX_CONF_TAKE1,
@@ -320,6 +239,11 @@ pub static mut COMMANDS: [ngx_command_t; 23] = [
         ngx_string!("aws_secret_key_file"),
         NGX_CONF_TAKE1,
         set_secret_key_file,
+    ),
+    command(
+        ngx_string!("aws_credentials"),
+        NGX_CONF_1MORE,
+        set_credentials,
     ),
     command(ngx_string!("aws_region"), NGX_CONF_TAKE1, set_region),
     command(ngx_string!("aws_service"), NGX_CONF_TAKE1, set_service),
@@ -581,29 +505,114 @@ fn parse_session_token(v: &[u8]) -> Result<Zeroizing<String>, String> {
     Ok(Zeroizing::new(String::from_utf8_lossy(v).into_owned()))
 }
 
-/// The three ways to give keys exclude each other within one block:
+/// `aws_credentials imds|ecs|eks-pod-identity [name=value ...]`: a role's
+/// credentials fetched from the machine. The standard AWS variables are
+/// read here, while the master process still has its environment.
+unsafe extern "C" fn set_credentials(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf was allocated by create_loc_conf as a LocConf; cf is a
+    // directive handler's.
+    let (lc, a) = unsafe { (&mut *(conf as *mut LocConf), args(cf)) };
+    let fail = |why: String| {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"aws_credentials\": {why}");
+        NGX_CONF_ERROR
+    };
+    if lc.role.is_some() {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"aws_credentials\" directive is duplicate"
+        );
+        return NGX_CONF_ERROR;
+    }
+    if let Some(why) = key_source_conflict(lc, "aws_credentials") {
+        return fail(why);
+    }
+    let values: Vec<&[u8]> = a[1..].iter().map(ngx_str_t::as_bytes).collect();
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (name, kind, endpoint, description) = match crate::role::parse_source(&values, &env) {
+        Ok(parsed) => parsed,
+        Err(why) => return fail(why),
+    };
+    // SAFETY: cf is valid while the configuration is read.
+    let Some(main) = crate::Module::main_conf_mut(unsafe { &*cf }) else {
+        return fail("no http main configuration".into());
+    };
+    // SAFETY: every pointer in main.roles is a RoleSource in the cycle pool.
+    let existing = main
+        .roles
+        .iter()
+        .copied()
+        .find(|r| unsafe { (**r).description == description });
+    let role = match existing {
+        Some(r) => r,
+        None => {
+            // SAFETY: cf->pool is the cycle's pool; the source lives (and
+            // is dropped) with the configuration.
+            let pool = unsafe { ngx::core::Pool::from_ngx_pool((*cf).pool) };
+            let r = pool.allocate(RoleSource::new(name, kind, endpoint, description));
+            if r.is_null() {
+                return fail("no memory".into());
+            }
+            let tag = crate::Module::module() as *const _ as *mut c_void;
+            // SAFETY: r lives as long as the configuration; the tag is
+            // this module, the same over reloads.
+            if let Err(why) = unsafe { RoleSource::add_zone(r, cf, tag) } {
+                return fail(why);
+            }
+            main.roles.push(r);
+            r
+        }
+    };
+    // SAFETY: the source lives in the cycle pool as long as this
+    // configuration, which outlives every block and request that uses it.
+    lc.role = Some(unsafe { &*role });
+    NGX_CONF_OK
+}
+
+/// The ways to give credentials exclude each other within one block:
 /// `aws_key_scope` + `aws_signing_key`, `aws_signing_key_file`,
-/// `aws_secret_key_file`. Returns why `directive` conflicts, if it does.
+/// `aws_secret_key_file`, `aws_credentials` (which also brings its own
+/// access key and token). Returns why `directive` conflicts, if it does.
 fn key_source_conflict(lc: &LocConf, directive: &str) -> Option<String> {
-    let single = lc.key.is_some() || lc.scope.is_some();
-    let others = match directive {
-        "aws_signing_key" | "aws_key_scope" => [
-            ("aws_signing_key_file", lc.key_file.is_some()),
-            ("aws_secret_key_file", lc.secret.is_some()),
-        ],
-        "aws_signing_key_file" => [
-            ("aws_signing_key", single),
-            ("aws_secret_key_file", lc.secret.is_some()),
-        ],
-        "aws_secret_key_file" => [
-            ("aws_signing_key", single),
-            ("aws_signing_key_file", lc.key_file.is_some()),
-        ],
+    let set = [
+        ("aws_signing_key", lc.key.is_some() || lc.scope.is_some()),
+        ("aws_signing_key_file", lc.key_file.is_some()),
+        ("aws_secret_key_file", lc.secret.is_some()),
+        ("aws_credentials", lc.role.is_some()),
+    ];
+    let mine = match directive {
+        "aws_signing_key" | "aws_key_scope" => "aws_signing_key",
+        "aws_signing_key_file" | "aws_secret_key_file" => directive,
+        "aws_credentials" => {
+            if let Some(d) = [
+                ("aws_access_key", lc.access_key.is_some()),
+                ("aws_session_token", lc.session_token.is_some()),
+            ]
+            .iter()
+            .find(|(_, on)| *on)
+            {
+                return Some(format!(
+                    "this block already has \"{}\": aws_credentials brings its own access key and session token",
+                    d.0
+                ));
+            }
+            "aws_credentials"
+        }
+        "aws_access_key" | "aws_session_token" | "aws_session_token_file" if lc.role.is_some() => {
+            return Some(
+                "this block has \"aws_credentials\", which brings its own access key and session token"
+                    .into(),
+            )
+        }
         _ => return None,
     };
-    let (other, _) = others.iter().find(|(_, set)| *set)?;
+    let (other, _) = set.iter().find(|(name, on)| *on && *name != mine)?;
     Some(format!(
-        "this block already has \"{other}\": one key source per block (aws_signing_key with aws_key_scope, aws_signing_key_file or aws_secret_key_file)"
+        "this block already has \"{other}\": one key source per block (aws_signing_key with aws_key_scope, aws_signing_key_file, aws_secret_key_file or aws_credentials)"
     ))
 }
 
@@ -698,14 +707,8 @@ fn load_key_file(cf: *mut ngx_conf_t, shown: &str, text: &str) -> Result<Vec<Sco
 /// fewer than two more days: the next reload should bring new keys.
 fn warn_coverage(cf: *mut ngx_conf_t, what: &str, keys: &[ScopedKey]) {
     let today = crate::today_utc();
-    let signing = Signing {
-        access_key: String::new(),
-        keys: keys.to_vec(),
-        derive: None,
-        session_token: None,
-    };
-    let left = signing.days_left(&today).unwrap_or(-1);
-    if !signing.covers(&today) {
+    let left = aws_signer::config::days_left(keys, &today).unwrap_or(-1);
+    if !keys.iter().any(|(s, _)| s.date() == today) {
         ngx_conf_log_error!(
             NGX_LOG_WARN,
             cf,
@@ -929,26 +932,31 @@ impl LocConf {
     /// Merges the parent's values into this block and checks the result;
     /// returns warnings to log.
     pub fn merge_from(&mut self, prev: &LocConf) -> Result<Vec<String>, String> {
-        // A key source set here replaces an inherited one of the other kind.
-        let own_file = self.key_file.is_some();
-        let own_key = self.key.is_some() || self.scope.is_some();
-        let own_secret = self.secret.is_some();
+        // A key source set here replaces an inherited one of any kind (the
+        // parent's merged block holds one kind at most).
+        let own_source = self.key_file.is_some()
+            || self.key.is_some()
+            || self.scope.is_some()
+            || self.secret.is_some()
+            || self.role.is_some();
         inherit(&mut self.region, &prev.region);
         inherit(&mut self.service, &prev.service);
         inherit(&mut self.access_key, &prev.access_key);
         inherit(&mut self.session_token, &prev.session_token);
-        if !own_file && !own_secret {
+        if !own_source {
             inherit(&mut self.scope, &prev.scope);
             inherit(&mut self.key, &prev.key);
-        }
-        if !own_key && !own_secret {
             inherit(&mut self.key_file, &prev.key_file);
-        }
-        if !own_key && !own_file {
             inherit(&mut self.secret, &prev.secret);
+            if self.role.is_none() {
+                self.role = prev.role;
+            }
         }
         if self.secret.is_some() && self.region.is_none() {
             return Err("\"aws_secret_key_file\" needs \"aws_region\"".into());
+        }
+        if self.role.is_some() && self.region.is_none() {
+            return Err("\"aws_credentials\" needs \"aws_region\"".into());
         }
         inherit(&mut self.bucket, &prev.bucket);
         inherit(&mut self.endpoint, &prev.endpoint);
@@ -987,29 +995,43 @@ impl LocConf {
         }
         inherit(&mut self.sign_at, &prev.sign_at);
 
-        let derive = match (&self.secret, &self.region) {
-            (Some(secret), Some(region)) => Some(Derive {
+        let service = self.service.clone().unwrap_or_else(|| "s3".into());
+        let region = self.region.clone().unwrap_or_default();
+        let source = match (
+            &self.role,
+            &self.secret,
+            &self.key_file,
+            &self.scope,
+            &self.key,
+        ) {
+            (Some(role), ..) => Some(Source::Role {
+                role,
+                region,
+                service,
+            }),
+            (None, Some(secret), ..) => Some(Source::Secret {
                 secret: secret.clone(),
-                region: region.clone(),
-                service: self.service.clone().unwrap_or_else(|| "s3".into()),
-                cache: std::cell::RefCell::new(None),
+                region,
+                service,
+            }),
+            (None, None, Some(file), ..) => Some(Source::Keys {
+                keys: file.clone(),
+                file: true,
+            }),
+            (None, None, None, Some(scope), Some(key)) => Some(Source::Keys {
+                keys: vec![(scope.clone(), key.clone())],
+                file: false,
             }),
             _ => None,
         };
-        let keys = match (&self.key_file, &self.scope, &self.key) {
-            (Some(file), _, _) => Some(file.clone()),
-            (None, Some(scope), Some(key)) => Some(vec![(scope.clone(), key.clone())]),
-            _ if derive.is_some() => Some(Vec::new()),
-            _ => None,
-        };
-        self.signing = match (&self.access_key, keys) {
-            (Some(access_key), Some(keys)) => Some(Signing {
-                access_key: access_key.clone(),
-                keys,
-                derive,
-                session_token: self.session_token.clone(),
-            }),
-            _ => None,
+        self.credentials = match source {
+            // a role brings its own access key and session token
+            Some(src @ Source::Role { .. }) => Some(Credentials::new(src, String::new(), None)),
+            Some(src) => self
+                .access_key
+                .as_ref()
+                .map(|ak| Credentials::new(src, ak.clone(), self.session_token.clone())),
+            None => None,
         };
         if self.key_file.is_none() && (self.key.is_some() != self.scope.is_some()) {
             return Err(if self.key.is_some() {
@@ -1018,7 +1040,7 @@ impl LocConf {
                 "\"aws_key_scope\" is set but \"aws_signing_key\" is missing".into()
             });
         }
-        if self.sign_on() && self.signing.is_none() && self.is_location {
+        if self.sign_on() && self.credentials.is_none() && self.is_location {
             let missing: Vec<&str> = [
                 ("aws_access_key", self.access_key.is_none()),
                 (
@@ -1040,7 +1062,7 @@ impl LocConf {
                 .map(|w| format!(" (aws_sign in {w})"))
                 .unwrap_or_default();
             return Err(format!(
-                "\"aws_sign\" needs {} in the same or an enclosing block{at}",
+                "\"aws_sign\" needs {} (or \"aws_credentials\") in the same or an enclosing block{at}",
                 missing.join(", ")
             ));
         }
@@ -1048,7 +1070,7 @@ impl LocConf {
         self.hashes_body = self.body_needs_hash();
         let mut warnings = Vec::new();
         let s3 = self
-            .signing
+            .credentials
             .as_ref()
             .is_some_and(|s| s.default_rules() == PathRules::S3);
         if self.is_location && self.sign_on() && s3 && self.bucket.is_none() {

@@ -21,6 +21,8 @@ use std::ptr;
 use aws_signer::policy::{self, Client, Refusal};
 use aws_signer::wire::{sign_head, signed_headers, Body, HeadSigning, SignedHead};
 use aws_signer::{Credentials, PathRules, EMPTY_PAYLOAD_SHA256, UNSIGNED_PAYLOAD};
+
+use crate::credentials::Unavailable;
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_chain_t, ngx_chain_writer, ngx_http_core_run_phases, ngx_http_finalize_request,
@@ -33,7 +35,7 @@ use ngx::ffi::{
 use ngx::http::Request;
 use ngx::{ngx_log_debug_http, ngx_log_error, ngx_string};
 
-use crate::conf::{LocConf, Payload, Signing};
+use crate::conf::{rules_of, LocConf, Payload};
 use crate::{existing_ctx, loc_conf, request_ctx, RequestCtx};
 
 /// Placeholder value of `$s3_auth_token` while the proxy builds the head;
@@ -56,7 +58,7 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
     let Some(lc) = (unsafe { loc_conf(r) }) else {
         return declined;
     };
-    if lc.signing.is_none() || !(lc.sign_on() || lc.methods.is_some()) {
+    if lc.credentials.is_none() || !(lc.sign_on() || lc.methods.is_some()) {
         return declined;
     }
     // SAFETY: r is live.
@@ -85,6 +87,23 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
         }
         return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
     }
+    // The first requests after start wait (up to 2 s) for the first role
+    // credentials in flight.
+    if let Some(role) = lc.credentials.as_ref().and_then(|c| c.role()) {
+        if r == req.main && role.first_fetch_pending() {
+            // SAFETY: r is live.
+            if let Some(ctx) = unsafe { request_ctx(r) } {
+                let now = crate::role::now_ms();
+                if ctx.wait_until_ms == 0 {
+                    ctx.wait_until_ms = now + 2_000;
+                }
+                if now < ctx.wait_until_ms {
+                    // SAFETY: r is the live main request, in a phase handler.
+                    return unsafe { wait_for_credentials(r) };
+                }
+            }
+        }
+    }
     let chunked = req.headers_in.chunked() != 0;
     if r != req.main || !(chunked || req.headers_in.content_length_n > 0) {
         return declined;
@@ -106,6 +125,48 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
     // filter.
     // SAFETY: r is the live main request, in a phase handler.
     unsafe { read_body_first(r) }
+}
+
+/// Polls again in 50 ms, the way `limit_req` delays a request: a timer on
+/// the client connection's write event, then the phases run again from
+/// this handler (a client that goes away ends the wait).
+///
+/// # Safety
+/// `r` must be the live main request, in a phase handler.
+unsafe fn wait_for_credentials(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: see the contract; the timer belongs to r's connection and is
+    // removed with it.
+    unsafe {
+        let wev = (*(*r).connection).write;
+        (*r).read_event_handler = Some(ngx::ffi::ngx_http_test_reading);
+        (*r).write_event_handler = Some(credentials_waited);
+        (*wev).set_delayed(1);
+        ngx::ffi::ngx_add_timer(wev, 50);
+    }
+    Status::NGX_AGAIN.0
+}
+
+/// The wait's timer fired: run the phases again from the precontent phase.
+unsafe extern "C" fn credentials_waited(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls the write event handler with the live request.
+    unsafe {
+        let c = (*r).connection;
+        let wev = (*c).write;
+        if (*wev).delayed() != 0 {
+            // some other write event: keep waiting for the timer
+            if ngx::ffi::ngx_handle_write_event(wev, 0) != Status::NGX_OK.0 {
+                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
+            }
+            return;
+        }
+        if ngx::ffi::ngx_handle_read_event((*c).read, 0) != Status::NGX_OK.0 {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
+            return;
+        }
+        (*r).read_event_handler = Some(ngx::ffi::ngx_http_block_reading);
+        (*r).write_event_handler = Some(ngx_http_core_run_phases);
+        ngx_http_core_run_phases(r);
+    }
 }
 
 /// Reads the whole request body before the content phase, as the mirror
@@ -314,7 +375,7 @@ pub enum PeerCheck {
 pub unsafe fn check_before_connect(r: *mut ngx_http_request_t) -> PeerCheck {
     // SAFETY: r is live; its upstream is set when peers are initialized.
     unsafe {
-        let Some(lc) = loc_conf(r).filter(|lc| lc.signing.is_some()) else {
+        let Some(lc) = loc_conf(r).filter(|lc| lc.credentials.is_some()) else {
             return PeerCheck::Pass;
         };
         let u = (*r).upstream;
@@ -501,14 +562,28 @@ unsafe fn sign_first_buffer(
             target: (*r).unparsed_uri.as_bytes(),
         }
     };
+    // SAFETY: r is live.
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    let debug = |signed: &SignedHead, token: Option<&str>| {
+        ngx_log_debug_http!(
+            req,
+            "aws_auth: canonical request (session token redacted):\n{}",
+            redact_token(signed.signed.canonical_request(), token)
+        );
+        ngx_log_debug_http!(
+            req,
+            "aws_auth: string to sign:\n{}",
+            signed.signed.string_to_sign()
+        );
+    };
     let outcome = match bytes {
         None => Err(Refused::server_error(
             LogReason::Head,
             "the upstream request head is not in memory (answering 500)".into(),
         )),
-        Some(bytes) => sign_wire_head(lc, ctx, bytes, &client),
+        Some(bytes) => sign_wire_head(lc, ctx, bytes, &client, &debug),
     };
-    let (signed, old_len) = match outcome {
+    let (signed, old_len, token) = match outcome {
         Ok(s) => s,
         Err(refused) => {
             // SAFETY: r is live; its upstream is the one being sent. The
@@ -526,19 +601,6 @@ unsafe fn sign_first_buffer(
             return Err(refused.status);
         }
     };
-    // SAFETY: r is live.
-    let req = unsafe { Request::from_ngx_http_request(r) };
-    let token = lc.signing.as_ref().and_then(|s| s.session_token.as_deref());
-    ngx_log_debug_http!(
-        req,
-        "aws_auth: canonical request (session token redacted):\n{}",
-        redact_token(signed.signed.canonical_request(), token.map(|t| t.as_str()))
-    );
-    ngx_log_debug_http!(
-        req,
-        "aws_auth: string to sign:\n{}",
-        signed.signed.string_to_sign()
-    );
     // SAFETY: b is the live first buffer, holding at least the old head
     // (old_len bytes from pos); the new head and the rest of the old
     // buffer are copied into one pool allocation that lives as long as the
@@ -553,7 +615,7 @@ unsafe fn sign_first_buffer(
         }
         ptr::copy_nonoverlapping(signed.head.as_ptr(), mem, signed.head.len());
         ptr::copy_nonoverlapping(rest_start, mem.add(signed.head.len()), rest_len);
-        if token.is_some() && !crate::wipe_with_pool((*r).pool, mem, signed.head.len()) {
+        if token && !crate::wipe_with_pool((*r).pool, mem, signed.head.len()) {
             return Err(server_error);
         }
         (*b).start = mem;
@@ -576,17 +638,20 @@ unsafe fn sign_first_buffer(
 }
 
 /// The decision and the signing, for the head at the start of `bytes`:
-/// the key for the request's UTC day, the location's policy for that key's
-/// service, the payload hash the body filter computed (when it is the body
-/// going out), then the signed head and the length of the head it
-/// replaces. Records the `x-amz-content-sha256` value sent in `ctx`.
+/// the credentials for the request's UTC day, the location's policy for
+/// their service, the payload hash the body filter computed (when it is
+/// the body going out), then the signed head (given to `debug` with the
+/// session token to redact), the length of the head it replaces, and
+/// whether it carries a session token. Records the `x-amz-content-sha256`
+/// value sent in `ctx`.
 fn sign_wire_head(
     lc: &LocConf,
     ctx: &mut RequestCtx,
     bytes: &[u8],
     client: &Client<'_>,
-) -> Result<(SignedHead, usize), Refused> {
-    let Some(signing) = lc.signing.as_ref() else {
+    debug: &dyn Fn(&SignedHead, Option<&str>),
+) -> Result<(SignedHead, usize, bool), Refused> {
+    let Some(creds) = lc.credentials.as_ref() else {
         return Err(Refused::server_error(
             LogReason::NoKey,
             "no credentials to sign the upstream request with (answering 500)".into(),
@@ -596,8 +661,8 @@ fn sign_wire_head(
     let amz_date = std::str::from_utf8(&date).unwrap_or("");
     let day = amz_date.get(..8).unwrap_or("");
     let state: &RequestCtx = ctx;
-    let result = signing.with_key(day, |scope, key| {
-        let rules = Signing::rules(scope);
+    let result = creds.with(day, state.now, |set| {
+        let rules = rules_of(set.scope);
         let policy = lc.policy(rules);
         let checked = policy::check(bytes, &policy, client).map_err(|refused| Refused {
             status: refused.kind.status() as ngx_int_t,
@@ -615,29 +680,33 @@ fn sign_wire_head(
         };
         let how = HeadSigning {
             creds: Credentials {
-                access_key: &signing.access_key,
-                scope,
-                key,
+                access_key: set.access_key,
+                scope: set.scope,
+                key: set.key,
             },
             amz_date,
             payload_hash,
             content_sha256_header: lc.content_sha256_header_for(rules),
-            session_token: signing.session_token.as_deref().map(|t| t.as_str()),
+            session_token: set.token,
             rules,
             forward: lc.forward(),
         };
         let mut sent = [0u8; 64];
         let n = payload_hash.len().min(sent.len());
         sent[..n].copy_from_slice(&payload_hash.as_bytes()[..n]);
-        Ok((sign_head(&checked, &how), checked.head.len, sent, n))
+        let signed = sign_head(&checked, &how);
+        debug(&signed, set.token);
+        Ok((signed, checked.head.len, sent, n, set.token.is_some()))
     });
-    let Some(result) = result else {
-        return Err(missing_key(day, signing));
-    };
-    let (signed, old_len, sent, n) = result?;
+    let (signed, old_len, sent, n, token) = result.map_err(unavailable)??;
     ctx.sent_sha = sent;
     ctx.sent_sha_len = n;
-    Ok((signed, old_len))
+    Ok((signed, old_len, token))
+}
+
+/// The refusal of a request there are no credentials for.
+fn unavailable(u: Unavailable) -> Refused {
+    Refused::server_error(LogReason::NoKey, format!("{u} (requests answered 500)"))
 }
 
 /// For a bucket refusal, what the location allows, so that a
@@ -769,18 +838,6 @@ pub fn log_limited(log: *mut ngx_log_t, reason: LogReason, level: u32, text: &st
     ngx_log_error!(level as ngx::ffi::ngx_uint_t, log, "aws_auth: {text}");
 }
 
-/// The refusal of a request whose UTC day has no key.
-fn missing_key(day: &str, signing: &Signing) -> Refused {
-    let first = signing.keys.first().map(|k| k.0.date()).unwrap_or("-");
-    let last = signing.keys.last().map(|k| k.0.date()).unwrap_or("-");
-    Refused::server_error(
-        LogReason::NoKey,
-        format!(
-            "no signing key for {day} (keys cover {first} to {last}): AWS accepts a key only on its own UTC day; install a key for {day} and reload (requests answered 500)"
-        ),
-    )
-}
-
 /// A request line and `Host` built by the module for a URL it signs
 /// itself (presigned URLs, `$s3_auth_token` outside the proxy), so that it
 /// goes through the same decision as a proxied request.
@@ -819,19 +876,15 @@ pub unsafe fn presigned_url(r: *mut ngx_http_request_t, ctx: &RequestCtx) -> Opt
             (*r).unparsed_uri.as_bytes(),
         )
     };
-    let signing = lc.signing.as_ref()?;
+    let creds = lc.credentials.as_ref()?;
     let amz_date = ctx.amz_date();
     let day = amz_date.get(..8)?;
     let mut expires = lc
         .presign_expires
         .unwrap_or(crate::conf::DEFAULT_PRESIGN_EXPIRES) as i64;
-    if let Some(end) = signing.coverage_end() {
+    if let Some(end) = creds.expires_at() {
+        // never past the last key's day, or the role credentials' expiry
         expires = expires.min(end - ctx.now);
-    }
-    if expires <= 0 {
-        let m = missing_key(day, signing);
-        log_limited(log, m.reason, NGX_LOG_ERR, &m.text);
-        return None;
     }
     let mut path = Vec::with_capacity(uri.len() * 3 + 64);
     path.extend_from_slice(lc.s3_path_prefix.as_bytes());
@@ -839,8 +892,10 @@ pub unsafe fn presigned_url(r: *mut ngx_http_request_t, ctx: &RequestCtx) -> Opt
     let host = lc.s3_host.as_bytes();
     let head = synthetic_head(b"GET", &path, args, host);
     let client = Client { uri: &path, target };
-    let presigned = signing.with_key(day, |scope, key| {
-        let rules = Signing::rules(scope);
+    // SAFETY: r is live.
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    let presigned = creds.with(day, ctx.now, |set| {
+        let rules = rules_of(set.scope);
         if rules == PathRules::S3 && lc.bucket.is_none() {
             return Err((
                 LogReason::Presign,
@@ -848,11 +903,14 @@ pub unsafe fn presigned_url(r: *mut ngx_http_request_t, ctx: &RequestCtx) -> Opt
                     .to_owned(),
             ));
         }
+        if expires <= 0 {
+            return Err((LogReason::NoKey, "the credentials end now".to_owned()));
+        }
         let policy = lc.policy(rules);
         let checked = policy::check(&head, &policy, &client)
             .map_err(|r| (LogReason::from(r.kind), format!("refused: {r}")))?;
         let headers: [(&[u8], &[u8]); 1] = [(b"host", host)];
-        let req = aws_signer::Request {
+        let request = aws_signer::Request {
             method: b"GET",
             path: &checked.path,
             query: &checked.query,
@@ -863,44 +921,44 @@ pub unsafe fn presigned_url(r: *mut ngx_http_request_t, ctx: &RequestCtx) -> Opt
             },
             rules,
         };
-        let creds = Credentials {
-            access_key: &signing.access_key,
-            scope,
-            key,
+        let keys = Credentials {
+            access_key: set.access_key,
+            scope: set.scope,
+            key: set.key,
         };
-        let token = signing.session_token.as_deref().map(|t| t.as_str());
-        Ok((aws_signer::presign(&req, &creds, amz_date, expires as u64, token), checked.path))
+        let p = aws_signer::presign(&request, &keys, amz_date, expires as u64, set.token);
+        ngx_log_debug_http!(
+            req,
+            "aws_auth: presigned URL canonical request (session token redacted):\n{}",
+            redact_token(&p.canonical_request, set.token)
+        );
+        let scheme = lc.presign_scheme.as_deref().unwrap_or("https");
+        let mut url = format!("{scheme}://{}", lc.s3_host);
+        url.push_str(&String::from_utf8_lossy(&checked.path));
+        url.push('?');
+        url.push_str(&String::from_utf8_lossy(&p.query));
+        Ok(url)
     });
-    let (p, path) = match presigned {
-        None => {
-            let m = missing_key(day, signing);
-            log_limited(log, m.reason, NGX_LOG_ERR, &m.text);
-            return None;
-        }
-        Some(Err((reason, why))) => {
+    match presigned {
+        Ok(Ok(url)) => Some(url),
+        Ok(Err((reason, why))) => {
             let level = match reason {
-                LogReason::Presign => NGX_LOG_ERR,
+                LogReason::Presign | LogReason::NoKey => NGX_LOG_ERR,
                 other => other.level(),
             };
             log_limited(log, reason, level, &format!("no presigned URL: {why}"));
-            return None;
+            None
         }
-        Some(Ok(p)) => p,
-    };
-    // SAFETY: r is live.
-    let req = unsafe { Request::from_ngx_http_request(r) };
-    let token = signing.session_token.as_deref().map(|t| t.as_str());
-    ngx_log_debug_http!(
-        req,
-        "aws_auth: presigned URL canonical request (session token redacted):\n{}",
-        redact_token(&p.canonical_request, token)
-    );
-    let scheme = lc.presign_scheme.as_deref().unwrap_or("https");
-    let mut url = format!("{scheme}://{}", lc.s3_host);
-    url.push_str(&String::from_utf8_lossy(&path));
-    url.push('?');
-    url.push_str(&String::from_utf8_lossy(&p.query));
-    Some(url)
+        Err(u) => {
+            log_limited(
+                log,
+                LogReason::NoKey,
+                NGX_LOG_ERR,
+                &format!("no presigned URL: {u}"),
+            );
+            None
+        }
+    }
 }
 
 /// What `$aws_content_sha256` shows: the value sent, once the request was
@@ -923,9 +981,9 @@ pub unsafe fn content_sha256_value(r: *mut ngx_http_request_t, ctx: &RequestCtx)
         return EMPTY_PAYLOAD_SHA256.as_bytes();
     };
     let rules = lc
-        .signing
+        .credentials
         .as_ref()
-        .map_or(PathRules::S3, Signing::default_rules);
+        .map_or(PathRules::S3, |c| c.default_rules());
     match (has_body, lc.payload_for(rules)) {
         (false, _) => EMPTY_PAYLOAD_SHA256.as_bytes(),
         (true, Payload::Unsigned) => UNSIGNED_PAYLOAD.as_bytes(),
@@ -952,7 +1010,7 @@ pub unsafe fn sign_client_request(r: *mut ngx_http_request_t, ctx: &RequestCtx) 
             (*r).uri.as_bytes(),
         )
     };
-    let signing = lc.signing.as_ref()?;
+    let creds = lc.credentials.as_ref()?;
     let host = lc.s3_host.as_bytes();
     let (path, query) = match target.iter().position(|&c| c == b'?') {
         Some(i) => (&target[..i], &target[i + 1..]),
@@ -962,11 +1020,10 @@ pub unsafe fn sign_client_request(r: *mut ngx_http_request_t, ctx: &RequestCtx) 
     let head = synthetic_head(method, &prefixed, query, host);
     let client = Client { uri, target };
     let amz_date = ctx.amz_date();
-    let token = signing.session_token.as_deref().map(|t| t.as_str());
-    let headers = signed_headers(host, Some(EMPTY_PAYLOAD_SHA256), amz_date, token);
-    let result = signing.with_key(amz_date.get(..8)?, |scope, key| {
-        let rules = Signing::rules(scope);
+    let result = creds.with(amz_date.get(..8)?, ctx.now, |set| {
+        let rules = rules_of(set.scope);
         let checked = policy::check(&head, &lc.policy(rules), &client)?;
+        let headers = signed_headers(host, Some(EMPTY_PAYLOAD_SHA256), amz_date, set.token);
         let req = aws_signer::Request {
             method: checked.head.method,
             path: &checked.path,
@@ -975,18 +1032,18 @@ pub unsafe fn sign_client_request(r: *mut ngx_http_request_t, ctx: &RequestCtx) 
             payload_hash: EMPTY_PAYLOAD_SHA256.as_bytes(),
             rules,
         };
-        let creds = Credentials {
-            access_key: &signing.access_key,
-            scope,
-            key,
+        let keys = Credentials {
+            access_key: set.access_key,
+            scope: set.scope,
+            key: set.key,
         };
-        Ok(aws_signer::sign(&req, &creds, amz_date)
+        Ok(aws_signer::sign(&req, &keys, amz_date)
             .authorization()
             .to_owned())
-    })?;
+    });
     match result {
-        Ok(auth) => Some(auth),
-        Err(refused) => {
+        Ok(Ok(auth)) => Some(auth),
+        Ok(Err(refused)) => {
             let refused: policy::Refused = refused;
             let reason = LogReason::from(refused.kind);
             log_limited(
@@ -994,6 +1051,15 @@ pub unsafe fn sign_client_request(r: *mut ngx_http_request_t, ctx: &RequestCtx) 
                 reason,
                 reason.level(),
                 &format!("$s3_auth_token is empty: {refused}"),
+            );
+            None
+        }
+        Err(u) => {
+            log_limited(
+                log,
+                LogReason::NoKey,
+                NGX_LOG_ERR,
+                &format!("$s3_auth_token is empty: {u}"),
             );
             None
         }

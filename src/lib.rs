@@ -27,7 +27,10 @@ use ngx::http::{
 use ngx::ngx_conf_log_error;
 
 pub mod conf;
+pub mod credentials;
+pub mod fetch;
 pub mod handler;
+pub mod role;
 pub mod variables;
 
 use conf::LocConf;
@@ -65,7 +68,7 @@ impl HttpModule for Module {
         unsafe { handler::install_request_body_filter() };
         // SAFETY: cf is the postconfiguration conf; every upstream block's
         // peer.init is final once the upstream module's main conf is initialized.
-        if unsafe { wrap_peer_inits(cf) } != Status::NGX_OK.into() {
+        if unsafe { wrap_peer_inits(cf) } != Status::NGX_OK.0 {
             return Status::NGX_ERROR.into();
         }
         // SAFETY: called during postconfiguration, before variables are indexed.
@@ -83,6 +86,11 @@ unsafe impl HttpModuleLocationConf for Module {
 #[derive(Default)]
 pub struct MainConf {
     pub peer_inits: Vec<handler::PeerInit>,
+    /// The `aws_credentials` sources of this configuration, in the cycle
+    /// pool; each has its shared zone.
+    pub roles: Vec<*mut role::RoleSource>,
+    /// Per worker: the refresh loops, cancelled when the worker exits.
+    pub tasks: Vec<ngx::async_::Task<()>>,
 }
 
 // SAFETY: MainConf is the type create_main_conf allocates for this module.
@@ -151,7 +159,7 @@ unsafe extern "C" fn peer_init(
     };
     // SAFETY: the function this one replaced, called as nginx would.
     let rc = unsafe { orig(r, us) };
-    if rc != Status::NGX_OK.into() {
+    if rc != Status::NGX_OK.0 {
         return rc;
     }
     // SAFETY: r is live and its upstream's peers are initialized.
@@ -217,8 +225,31 @@ pub static mut ngx_http_aws_auth_module: ngx_module_t = ngx_module_t {
     // COMMANDS is a static array terminated by an empty command.
     commands: ptr::addr_of_mut!(conf::COMMANDS) as *mut _,
     type_: NGX_HTTP_MODULE as _,
+    init_process: Some(init_process),
     ..ngx_module_t::default()
 };
+
+/// In every worker (and a single-process nginx): starts each credentials
+/// source's refresh loop on the event loop.
+unsafe extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx's process type, set before init_process runs.
+    let process = unsafe { ngx::ffi::ngx_process } as u32;
+    if process != ngx::ffi::NGX_PROCESS_WORKER && process != ngx::ffi::NGX_PROCESS_SINGLE {
+        return Status::NGX_OK.0;
+    }
+    // SAFETY: cycle is the live cycle of this process.
+    let Some(main) = Module::main_conf_mut(unsafe { &*cycle }) else {
+        return Status::NGX_OK.0;
+    };
+    for &r in &main.roles {
+        // SAFETY: every source lives in the cycle pool as long as this
+        // configuration, which outlives the worker's tasks (held in the
+        // main configuration, dropped with it).
+        let src: &'static role::RoleSource = unsafe { &*r };
+        main.tasks.push(ngx::async_::spawn(role::refresh_loop(src)));
+    }
+    Status::NGX_OK.0
+}
 
 /// Per-request state, in the request pool. Every signing output of one
 /// request comes from the one clock reading taken when it is created (or,
@@ -249,6 +280,9 @@ pub struct RequestCtx {
     /// A signing variable was evaluated while the upstream request was
     /// built (the variables mode): the request must be signed.
     pub vars_used: bool,
+    /// Unix milliseconds until which the request may wait for the first
+    /// role credentials (0: not waiting yet).
+    pub wait_until_ms: i64,
     /// The `x-amz-content-sha256` value sent (valid when `sent_sha_len` > 0).
     pub sent_sha: [u8; 64],
     pub sent_sha_len: usize,
@@ -311,6 +345,7 @@ pub unsafe fn request_ctx(r: *mut ngx_http_request_t) -> Option<&'static mut Req
             body_unhashable: false,
             read_status: 0,
             vars_used: false,
+            wait_until_ms: 0,
             sent_sha: [0; 64],
             sent_sha_len: 0,
         });

@@ -44,10 +44,12 @@ const DATE: usize = 0;
 const CONTENT_SHA256: usize = 1;
 const SECURITY_TOKEN: usize = 2;
 const KEY_DAYS_LEFT: usize = 3;
+const CREDENTIALS_SOURCE: usize = 4;
+const CREDENTIALS_EXPIRES_IN: usize = 5;
 const S3_HOST: usize = 0;
 const S3_URI: usize = 1;
 
-const VARS: [VarDef; 8] = [
+const VARS: [VarDef; 10] = [
     VarDef {
         name: ngx_string!("s3_auth_token"),
         get: auth_token_variable,
@@ -72,6 +74,16 @@ const VARS: [VarDef; 8] = [
         name: ngx_string!("aws_key_days_left"),
         get: key_info_variable,
         data: KEY_DAYS_LEFT,
+    },
+    VarDef {
+        name: ngx_string!("aws_credentials_source"),
+        get: key_info_variable,
+        data: CREDENTIALS_SOURCE,
+    },
+    VarDef {
+        name: ngx_string!("aws_credentials_expires_in"),
+        get: key_info_variable,
+        data: CREDENTIALS_EXPIRES_IN,
     },
     VarDef {
         name: ngx_string!("aws_s3_host"),
@@ -162,7 +174,7 @@ unsafe fn prepare(
 ) -> Option<&'static mut crate::RequestCtx> {
     // SAFETY: r is the live request of a get handler.
     let lc = unsafe { loc_conf(r) }?;
-    if lc.signing.is_none() {
+    if lc.credentials.is_none() {
         // SAFETY: v is the handler's slot.
         unsafe { set_empty(v) };
         return None;
@@ -234,10 +246,13 @@ unsafe extern "C" fn date_or_hash_variable(
     }
 }
 
-/// `$aws_security_token` (the session token, empty without one) and
-/// `$aws_key_days_left` (whole UTC days of key coverage after today,
-/// negative once the last key is past; empty without signing config).
-/// Neither arms the signing filter.
+/// `$aws_security_token` (the session token of the credentials in use,
+/// empty without one), `$aws_key_days_left` (whole UTC days of key
+/// coverage after today, negative once the last key is past),
+/// `$aws_credentials_source` (where the credentials come from) and
+/// `$aws_credentials_expires_in` (seconds until the keys or the role
+/// credentials run out). Empty without credentials; none arms the signing
+/// filter.
 unsafe extern "C" fn key_info_variable(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
@@ -245,17 +260,38 @@ unsafe extern "C" fn key_info_variable(
 ) -> ngx_int_t {
     // SAFETY: nginx calls get handlers with a live request and a value slot.
     unsafe {
-        let Some(signing) = loc_conf(r).and_then(|lc| lc.signing.as_ref()) else {
+        let Some(creds) = loc_conf(r).and_then(|lc| lc.credentials.as_ref()) else {
             set_empty(v);
             return Status::NGX_OK.into();
         };
-        if data == SECURITY_TOKEN {
-            let t = signing.session_token.as_deref().map_or("", |t| t.as_str());
-            set_value(v, t.as_ptr(), t.len());
-            return Status::NGX_OK.into();
-        }
-        match signing.days_left(&crate::today_utc()) {
-            Some(days) => set_pool_copy(r, v, days.to_string().as_bytes()),
+        // SAFETY: ngx_cached_time always points to a valid time slot.
+        let now = (*ngx::ffi::ngx_cached_time).sec;
+        let text: Option<zeroize::Zeroizing<String>> = match data {
+            SECURITY_TOKEN => creds
+                .with(&crate::today_utc(), now, |set| {
+                    zeroize::Zeroizing::new(set.token.unwrap_or("").to_owned())
+                })
+                .ok(),
+            KEY_DAYS_LEFT => creds
+                .days_left(&crate::today_utc())
+                .map(|d| zeroize::Zeroizing::new(d.to_string())),
+            CREDENTIALS_SOURCE => Some(zeroize::Zeroizing::new(creds.source_name().to_owned())),
+            _ => creds
+                .expires_at()
+                .map(|at| zeroize::Zeroizing::new((at - now).max(0).to_string())),
+        };
+        match text {
+            Some(t) => {
+                let rc = set_pool_copy(r, v, t.as_bytes());
+                if data == SECURITY_TOKEN
+                    && !t.is_empty()
+                    && rc == Status::NGX_OK.0
+                    && !crate::wipe_with_pool((*r).pool, (*v).data, t.len())
+                {
+                    return Status::NGX_ERROR.into();
+                }
+                rc
+            }
             None => {
                 set_empty(v);
                 Status::NGX_OK.into()
@@ -273,7 +309,7 @@ unsafe extern "C" fn presigned_url_variable(
 ) -> ngx_int_t {
     // SAFETY: nginx calls get handlers with a live request and a value slot.
     unsafe {
-        if loc_conf(r).and_then(|lc| lc.signing.as_ref()).is_none() {
+        if loc_conf(r).and_then(|lc| lc.credentials.as_ref()).is_none() {
             set_empty(v);
             return Status::NGX_OK.into();
         }
@@ -285,10 +321,10 @@ unsafe extern "C" fn presigned_url_variable(
                 let url = zeroize::Zeroizing::new(url);
                 let rc = set_pool_copy(r, v, url.as_bytes());
                 let token = loc_conf(r)
-                    .and_then(|lc| lc.signing.as_ref())
-                    .is_some_and(|s| s.session_token.is_some());
+                    .and_then(|lc| lc.credentials.as_ref())
+                    .is_some_and(|c| c.has_token());
                 // the URL carries the session token: wiped with the request
-                if rc == Status::NGX_OK.into()
+                if rc == Status::NGX_OK.0
                     && token
                     && !crate::wipe_with_pool((*r).pool, (*v).data, url.len())
                 {
@@ -419,7 +455,7 @@ unsafe extern "C" fn wrapped_proxy_variable(
     // SAFETY: r is the live request of a get handler.
     unsafe {
         if let Some(lc) = loc_conf(r) {
-            if lc.sign_on() && lc.signing.is_some() {
+            if lc.sign_on() && lc.credentials.is_some() {
                 handler::arm_upstream_filter(r);
             }
         }

@@ -114,6 +114,14 @@ mod tests {
     }
 }
 
+/// Whole UTC days of coverage a key set has after `today` (`YYYYMMDD`):
+/// negative when even `today` is past its last key.
+pub fn days_left(keys: &[ScopedKey], today: &str) -> Option<i64> {
+    let last = keys.iter().map(|(s, _)| s.date()).max()?;
+    let p = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y%m%d").ok();
+    Some((p(last)? - p(today)?).num_days())
+}
+
 /// One line of a key file: a scope and the key derived for it.
 pub type ScopedKey = (Scope, SigningKey);
 

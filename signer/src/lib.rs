@@ -49,7 +49,9 @@
 use std::fmt;
 
 pub mod config;
+pub mod creds;
 pub mod hash;
+pub mod http1;
 pub mod policy;
 pub mod wire;
 

@@ -128,6 +128,10 @@ def _nginx_factory(nginx_bin, base_dir, request):
     secrets = harness.known_secrets()
     # the signatures that went out are credentials for 15 minutes: no log
     # may hold one either
+    # the session tokens metadata mocks handed out are credentials too
+    for mock in getattr(request.node, "aws_mocks", []):
+        for i, (token, _) in enumerate(list(mock.issued)):
+            secrets.update(harness.secret_forms(f"role session token {i}", token))
     for proxy in getattr(request.node, "aws_recorders", []):
         for rec in proxy.requests:
             for value in rec.values("authorization"):

@@ -127,6 +127,11 @@ def wait_until(cond, timeout: float = 10.0, what: str = "condition") -> None:
         time.sleep(0.05)
 
 
+def amz_date_to_unix(amz_date: str) -> float:
+    """`YYYYMMDDTHHMMSSZ` as Unix seconds."""
+    return _dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=_dt.timezone.utc).timestamp()
+
+
 def utc_today() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d")
 
@@ -711,10 +716,28 @@ class RecordingProxy:
                 continue
             with self._lock:
                 self._socks += [client, upstream]
+                # forget what finished: a long test makes many connections
+                self._threads = [t for t in self._threads if t.is_alive()]
+            left = [2]
+
+            def run(fn, args):
+                try:
+                    fn(*args)
+                finally:
+                    with self._lock:
+                        left[0] -= 1
+                        done = left[0] == 0
+                        if done:
+                            self._socks = [x for x in self._socks if x is not client and x is not upstream]
+                    if done:
+                        client.close()
+                        upstream.close()
+
             for fn, args in ((self._client_to_upstream, (client, upstream)), (self._pipe, (upstream, client))):
-                t = threading.Thread(target=fn, args=args, daemon=True)
+                t = threading.Thread(target=run, args=(fn, args), daemon=True)
                 t.start()
-                self._threads.append(t)
+                with self._lock:
+                    self._threads.append(t)
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket) -> None:
@@ -881,7 +904,7 @@ class S3Server:
 CONF_TEMPLATE = """\
 {load_module}{user}daemon off;
 master_process on;
-worker_processes 1;
+worker_processes {workers};
 pid {prefix}/logs/nginx.pid;
 error_log {prefix}/logs/error.log {log_level};
 {main}
@@ -944,7 +967,7 @@ class Nginx:
         user = "user root;\n" if os.geteuid() == 0 else ""
         self.conf_text = CONF_TEMPLATE.format(
             load_module=lm, user=user, prefix=self.prefix, main=main, http=http,
-            log_level=getattr(self, "log_level", "debug"),
+            log_level=getattr(self, "log_level", "debug"), workers=getattr(self, "workers", 1),
         )
         with open(self.conf_path, "w") as f:
             f.write(self.conf_text)

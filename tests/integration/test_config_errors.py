@@ -154,6 +154,29 @@ BAD = [
     ("query_bad_name", cfg(keys(), 'aws_forward_query_params "a=b";\naws_sign;'), ["aws_forward_query_params"]),
     ("query_no_arg", cfg(keys(), "aws_forward_query_params;\naws_sign;"), ["aws_forward_query_params"]),
     ("bucket_listed_twice", cfg(keys() + "\naws_s3_bucket a b a;", "aws_sign;"), ["aws_s3_bucket"]),
+    # role credentials
+    ("credentials_unknown_source", cfg("aws_region us-east-1;\naws_credentials sts;", "aws_sign;"),
+     ["aws_credentials"]),
+    ("credentials_no_source", cfg("aws_region us-east-1;\naws_credentials;", "aws_sign;"), ["aws_credentials"]),
+    ("credentials_endpoint_name", cfg("aws_region us-east-1;\naws_credentials imds endpoint=http://metadata/;",
+                                      "aws_sign;"), ["aws_credentials"]),
+    ("credentials_endpoint_https", cfg("aws_region us-east-1;\naws_credentials imds endpoint=https://127.0.0.1;",
+                                       "aws_sign;"), ["aws_credentials"]),
+    ("credentials_unknown_param", cfg("aws_region us-east-1;\naws_credentials imds token_file=/x;", "aws_sign;"),
+     ["aws_credentials"]),
+    ("credentials_imdsv1_maybe", cfg("aws_region us-east-1;\naws_credentials imds imdsv1=maybe;", "aws_sign;"),
+     ["aws_credentials"]),
+    ("credentials_ecs_without_env", cfg("aws_region us-east-1;\naws_credentials ecs;", "aws_sign;"),
+     ["aws_credentials"]),
+    ("credentials_container_not_local", cfg("aws_region us-east-1;\naws_credentials ecs uri=http://10.0.0.1/c;",
+                                            "aws_sign;"), ["aws_credentials"]),
+    ("credentials_without_region", cfg("aws_credentials imds;", "aws_sign;"), ["aws_credentials", "aws_region"]),
+    ("credentials_and_signing_key", cfg("aws_region us-east-1;\naws_credentials imds;\n" + keys(ak=None),
+                                        "aws_sign;"), ["aws_credentials", "aws_key_scope", "aws_signing_key"]),
+    ("credentials_and_access_key", cfg(f"aws_region us-east-1;\naws_access_key {AK};\naws_credentials imds;",
+                                       "aws_sign;"), ["aws_credentials"]),
+    ("credentials_twice", cfg("aws_region us-east-1;\naws_credentials imds;\naws_credentials imds;", "aws_sign;"),
+     ["aws_credentials"]),
 ]
 
 GOOD = [
@@ -198,6 +221,15 @@ GOOD = [
                                      "aws_forward_query_params versionId partNumber;\naws_s3_listing on;\n"
                                      "aws_sign;\nlocation /all/ { aws_forward_query_params all; "
                                      "proxy_pass http://127.0.0.1:9; }")),
+    ("credentials_imds", cfg("aws_region us-east-1;\naws_s3_bucket b;\naws_credentials imds;", "aws_sign;")),
+    ("credentials_imds_options",
+     cfg("aws_region us-east-1;\naws_s3_bucket b;\n"
+         "aws_credentials imds endpoint=http://[fd00:ec2::254] role=web imdsv1=on;", "aws_sign;")),
+    ("credentials_eks_defaults", cfg("aws_region eu-west-1;\naws_credentials eks-pod-identity;", "aws_sign;")),
+    ("credentials_ecs_uri", cfg("aws_region eu-west-1;\naws_credentials ecs uri=http://169.254.170.2/v2/c/1;",
+                                "aws_sign;")),
+    ("credentials_replace_inherited_keys",
+     cfg(keys() + "\naws_region us-east-1;", "aws_credentials imds;\naws_sign;")),
     ("forward_list_and_nested_none",
      cfg(keys() + "\naws_forward_amz_headers x-amz-checksum-mode x-amz-request-payer;",
          "aws_sign;\nlocation /x/ { aws_forward_amz_headers none; proxy_pass http://127.0.0.1:9; }")),

@@ -1,0 +1,599 @@
+//! Role credentials fetched from the machine (`aws_credentials`): EC2
+//! instance metadata, the ECS and EKS Pod Identity container endpoint.
+//!
+//! Each source has a shared memory zone, named after its description, so
+//! a reload finds the same zone (and its credentials) again. The zone holds
+//! the current credentials, their expiration, when to refresh, the last
+//! error, and a lease: every worker runs a small loop that refreshes the
+//! credentials when they are due, but only the one holding the lease
+//! fetches, so the whole nginx asks the service once per refresh. Each
+//! worker keeps its own copy of the credentials, taken again when the
+//! zone's generation changes: a request reads one atomic counter, not a
+//! lock.
+
+use std::cell::{Cell, Ref, RefCell};
+use std::ffi::c_void;
+use std::ptr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_signer::creds::{self, HttpEndpoint, RoleCredentials};
+use ngx::core::Status;
+use ngx::ffi::{
+    ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t,
+    ngx_str_t, NGX_LOG_ERR, NGX_LOG_INFO,
+};
+use ngx::ngx_log_error;
+use ngx::sync::RwLock;
+use zeroize::{Zeroize, Zeroizing};
+
+/// Bumped whenever [`Shared`] changes layout: the zone name carries it, so
+/// a new layout never reads an old zone.
+const LAYOUT: u32 = 1;
+const MAGIC: u64 = 0x6177_735f_6175_7468; // "aws_auth"
+/// Size of each source's zone (nginx wants at least eight pages).
+const ZONE_SIZE: usize = 64 * 1024;
+/// How long a fetch may hold the lease before another worker may try.
+const LEASE_MS: i64 = 8_000;
+/// How often an idle worker looks at the zone.
+const CHECK_MS: i64 = 1_000;
+
+/// What a source speaks.
+pub enum Kind {
+    /// EC2 instance metadata: IMDSv2, IMDSv1 only when allowed.
+    Imds {
+        role: Option<String>,
+        v1_fallback: bool,
+    },
+    /// The container endpoint: ECS task roles, EKS Pod Identity.
+    Container {
+        token: Option<Zeroizing<String>>,
+        token_file: Option<String>,
+    },
+}
+
+/// A fixed-size field of the shared state.
+struct Field<const N: usize> {
+    len: usize,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Field<N> {
+    /// Stores `v` (false when too long); the bytes of a longer old value
+    /// are wiped.
+    fn set(&mut self, v: &[u8]) -> bool {
+        if v.len() > N {
+            return false;
+        }
+        self.bytes[..v.len()].copy_from_slice(v);
+        self.bytes[v.len()..].zeroize();
+        self.len = v.len();
+        true
+    }
+
+    fn get(&self) -> &[u8] {
+        &self.bytes[..self.len.min(N)]
+    }
+}
+
+/// What the zone holds, behind its lock.
+struct State {
+    /// Unix seconds; 0 before the first credentials.
+    expiration: i64,
+    /// Unix milliseconds of the last successful fetch.
+    fetched_ms: i64,
+    /// Unix milliseconds of the next refresh attempt.
+    next_ms: i64,
+    /// Failed fetches in a row.
+    failures: u32,
+    /// Unix milliseconds of the last failure.
+    error_ms: i64,
+    access_key: Field<128>,
+    secret: Field<256>,
+    token: Field<8192>,
+    error: Field<512>,
+}
+
+/// A source's shared memory: the generation (bumped after each stored
+/// set), the lease, and the state.
+#[repr(C)]
+pub struct Shared {
+    magic: u64,
+    generation: AtomicU64,
+    /// Unix milliseconds until which a fetch is in flight.
+    lease_until_ms: AtomicI64,
+    state: RwLock<State>,
+}
+
+/// A worker's copy of the current credentials (wiped when replaced).
+pub struct Fetched {
+    pub generation: u64,
+    pub access_key: String,
+    pub secret: Zeroizing<String>,
+    pub token: Zeroizing<String>,
+    pub expiration: i64,
+}
+
+/// Why a source has no credentials to sign with.
+pub struct NotReady {
+    pub expired_at: Option<i64>,
+    pub error: String,
+}
+
+/// A configured source of role credentials.
+pub struct RoleSource {
+    /// `imds`, `ecs` or `eks-pod-identity`.
+    pub name: &'static str,
+    pub kind: Kind,
+    /// The metadata service (its address; the paths are IMDS's), or the
+    /// container endpoint's full URI.
+    pub endpoint: HttpEndpoint,
+    /// What the source is, for logs and the zone's name: never a secret.
+    pub description: String,
+    shared: Cell<*mut Shared>,
+    local: RefCell<Option<Fetched>>,
+}
+
+pub fn now_ms() -> i64 {
+    // SAFETY: ngx_cached_time always points to a valid time slot.
+    unsafe { (*ngx::ffi::ngx_cached_time).sec * 1000 + (*ngx::ffi::ngx_cached_time).msec as i64 }
+}
+
+impl RoleSource {
+    pub fn new(
+        name: &'static str,
+        kind: Kind,
+        endpoint: HttpEndpoint,
+        description: String,
+    ) -> RoleSource {
+        RoleSource {
+            name,
+            kind,
+            endpoint,
+            description,
+            shared: Cell::new(ptr::null_mut()),
+            local: RefCell::new(None),
+        }
+    }
+
+    /// The zone's state, once the zone is initialized.
+    fn shared(&self) -> Option<&Shared> {
+        let p = self.shared.get();
+        // SAFETY: set by init_zone to the Shared in this source's zone,
+        // which is mapped for as long as the configuration lives.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    /// Declares this source's zone; called while the configuration is read.
+    ///
+    /// # Safety
+    /// `cf` must be the conf of a directive handler; `this` must live as
+    /// long as the configuration (the zone points back at it).
+    pub unsafe fn add_zone(
+        this: *mut RoleSource,
+        cf: *mut ngx_conf_t,
+        tag: *mut c_void,
+    ) -> Result<(), String> {
+        // SAFETY: see the contract.
+        unsafe {
+            let name = format!(
+                "aws_auth_{}_{}_v{LAYOUT}",
+                (*this).name,
+                creds::source_id(&(*this).description)
+            );
+            let mut zname = ngx_str_t {
+                len: name.len(),
+                data: ngx::ffi::ngx_pnalloc((*cf).pool, name.len()) as *mut u8,
+            };
+            if zname.data.is_null() {
+                return Err("no memory".into());
+            }
+            ptr::copy_nonoverlapping(name.as_ptr(), zname.data, name.len());
+            let zone = ngx_shared_memory_add(cf, &mut zname, ZONE_SIZE, tag);
+            if zone.is_null() {
+                return Err(format!("cannot add the shared memory zone \"{name}\""));
+            }
+            (*zone).init = Some(init_zone);
+            (*zone).data = this as *mut c_void;
+            Ok(())
+        }
+    }
+
+    /// The credentials to sign with now, copied from the zone when it
+    /// holds newer ones; an error when there are none or they expired.
+    pub fn current(&self, now: i64) -> Result<Ref<'_, Fetched>, NotReady> {
+        let Some(shared) = self.shared() else {
+            return Err(NotReady {
+                expired_at: None,
+                error: "no shared zone".into(),
+            });
+        };
+        let generation = shared.generation.load(Ordering::Acquire);
+        let stale = match self.local.try_borrow() {
+            Ok(l) => l.as_ref().is_none_or(|f| f.generation != generation),
+            Err(_) => true,
+        };
+        if stale && generation != 0 {
+            if let Ok(mut local) = self.local.try_borrow_mut() {
+                let s = shared.state.read();
+                *local = Some(Fetched {
+                    generation: shared.generation.load(Ordering::Acquire),
+                    access_key: String::from_utf8_lossy(s.access_key.get()).into_owned(),
+                    secret: Zeroizing::new(String::from_utf8_lossy(s.secret.get()).into_owned()),
+                    token: Zeroizing::new(String::from_utf8_lossy(s.token.get()).into_owned()),
+                    expiration: s.expiration,
+                });
+            }
+        }
+        let local = self.local.try_borrow().map_err(|_| NotReady {
+            expired_at: None,
+            error: "busy".into(),
+        })?;
+        match local.as_ref() {
+            Some(f) if f.expiration > now => {
+                Ok(Ref::map(local, |l| l.as_ref().expect("checked above")))
+            }
+            other => Err(NotReady {
+                expired_at: other.map(|f| f.expiration),
+                error: self.last_error(),
+            }),
+        }
+    }
+
+    /// True while no fetch has finished yet: the first one is in flight
+    /// (or about to start), and a request may wait a little for it.
+    pub fn first_fetch_pending(&self) -> bool {
+        self.shared().is_some_and(|s| {
+            s.generation.load(Ordering::Acquire) == 0 && s.state.read().failures == 0
+        })
+    }
+
+    /// The expiration of the credentials held, Unix seconds.
+    pub fn expiration(&self) -> Option<i64> {
+        let s = self.shared()?;
+        let e = s.state.read().expiration;
+        (e != 0).then_some(e)
+    }
+
+    /// The last fetch error, or a word on what is going on.
+    pub fn last_error(&self) -> String {
+        match self.shared() {
+            Some(s) => {
+                let st = s.state.read();
+                if st.error.len > 0 {
+                    String::from_utf8_lossy(st.error.get()).into_owned()
+                } else if st.expiration == 0 {
+                    "no credentials fetched yet".into()
+                } else {
+                    "not refreshed in time".into()
+                }
+            }
+            None => "no shared zone".into(),
+        }
+    }
+}
+
+/// The zone's init: a new zone gets a fresh state; a zone kept over a
+/// reload keeps its state (its credentials go on serving at once).
+unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_t {
+    // SAFETY: nginx calls init with the zone, mapped; its memory starts
+    // with the slab pool; zone->data is the RoleSource set in add_zone.
+    unsafe {
+        let src = (*zone).data as *mut RoleSource;
+        let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
+        let existing = (*pool).data as *mut Shared;
+        if !existing.is_null() && (*existing).magic == MAGIC {
+            (*src).shared.set(existing);
+            return Status::NGX_OK.into();
+        }
+        let p = ngx_slab_alloc(pool, std::mem::size_of::<Shared>()) as *mut Shared;
+        if p.is_null() {
+            return Status::NGX_ERROR.into();
+        }
+        ptr::write_bytes(p as *mut u8, 0, std::mem::size_of::<Shared>());
+        ptr::addr_of_mut!((*p).generation).write(AtomicU64::new(0));
+        ptr::addr_of_mut!((*p).lease_until_ms).write(AtomicI64::new(0));
+        ptr::addr_of_mut!((*p).state).write(RwLock::new(State {
+            expiration: 0,
+            fetched_ms: 0,
+            next_ms: 0,
+            failures: 0,
+            error_ms: 0,
+            access_key: Field {
+                len: 0,
+                bytes: [0; 128],
+            },
+            secret: Field {
+                len: 0,
+                bytes: [0; 256],
+            },
+            token: Field {
+                len: 0,
+                bytes: [0; 8192],
+            },
+            error: Field {
+                len: 0,
+                bytes: [0; 512],
+            },
+        }));
+        ptr::addr_of_mut!((*p).magic).write(MAGIC);
+        (*pool).data = p as *mut c_void;
+        (*src).shared.set(p);
+    }
+    Status::NGX_OK.into()
+}
+
+/// A small random number (xorshift of the pid and the time): jitter only.
+fn random() -> u64 {
+    thread_local! {
+        static STATE: Cell<u64> = const { Cell::new(0) };
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        if x == 0 {
+            x = (std::process::id() as u64) << 32 ^ now_ms() as u64 | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+
+fn exiting() -> bool {
+    // SAFETY: nginx's process flags, read on the worker's only thread.
+    unsafe { ngx::ffi::ngx_exiting != 0 || ngx::ffi::ngx_terminate != 0 || ngx::ffi::ngx_quit != 0 }
+}
+
+/// The refresh loop every worker runs for every source: fetch when due,
+/// if this worker takes the lease; store the result; sleep a little.
+pub async fn refresh_loop(src: &'static RoleSource) {
+    let log = ngx::log::ngx_cycle_log().as_ptr();
+    loop {
+        if exiting() {
+            return;
+        }
+        let Some(shared) = src.shared() else {
+            return;
+        };
+        let now = now_ms();
+        let due = shared.state.read().next_ms <= now;
+        if due && take_lease(shared, now) {
+            let result = crate::fetch::fetch(src, now / 1000).await;
+            store(src, shared, result, log);
+            shared.lease_until_ms.store(0, Ordering::Release);
+        }
+        let wait = (shared.state.read().next_ms - now_ms()).clamp(50, CHECK_MS);
+        ngx::async_::sleep(Duration::from_millis(wait as u64)).await;
+    }
+}
+
+fn take_lease(shared: &Shared, now: i64) -> bool {
+    let held = shared.lease_until_ms.load(Ordering::Acquire);
+    held <= now
+        && shared
+            .lease_until_ms
+            .compare_exchange(held, now + LEASE_MS, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+}
+
+/// Stores a fetch's outcome: new credentials (and when to refresh them),
+/// or the error and when to try again; logs one line either way.
+fn store(
+    src: &RoleSource,
+    shared: &Shared,
+    result: Result<RoleCredentials, String>,
+    log: *mut ngx::ffi::ngx_log_t,
+) {
+    let now = now_ms();
+    match result {
+        Ok(c) => {
+            let expiration_ms = c.expiration * 1000;
+            let next = creds::refresh_at(now, expiration_ms, random());
+            let fits = {
+                let mut s = shared.state.write();
+                let fits = c.access_key_id.len() <= 128
+                    && c.secret_access_key.len() <= 256
+                    && c.token.len() <= 8192;
+                if fits {
+                    s.access_key.set(c.access_key_id.as_bytes());
+                    s.secret.set(c.secret_access_key.as_bytes());
+                    s.token.set(c.token.as_bytes());
+                    s.expiration = c.expiration;
+                    s.fetched_ms = now;
+                    s.next_ms = next;
+                    s.failures = 0;
+                    s.error.set(b"");
+                    shared.generation.fetch_add(1, Ordering::AcqRel);
+                } else {
+                    s.next_ms = now + creds::retry_after_ms(s.failures, random());
+                    s.failures += 1;
+                    s.error
+                        .set(b"the credentials are larger than the zone holds");
+                }
+                fits
+            };
+            if fits {
+                ngx_log_error!(
+                    NGX_LOG_INFO,
+                    log,
+                    "aws_auth: credentials from {} refreshed: access key {}, expire {} (in {} s), next refresh in {} s",
+                    src.description,
+                    c.access_key_id,
+                    creds::format_utc(c.expiration),
+                    c.expiration - now / 1000,
+                    (next - now) / 1000
+                );
+            } else {
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    log,
+                    "aws_auth: credentials from {} not stored: larger than the zone holds",
+                    src.description
+                );
+            }
+        }
+        Err(e) => {
+            let (retry, expiration) = {
+                let mut s = shared.state.write();
+                let retry = creds::retry_after_ms(s.failures, random());
+                s.failures = s.failures.saturating_add(1);
+                s.next_ms = now + retry;
+                s.error_ms = now;
+                let shown = e.as_bytes();
+                s.error.set(&shown[..shown.len().min(512)]);
+                (retry, s.expiration)
+            };
+            let held = if expiration == 0 {
+                "no credentials yet".to_owned()
+            } else if expiration * 1000 > now {
+                format!("the last ones expire in {} s", expiration - now / 1000)
+            } else {
+                format!("the last ones expired at {}", creds::format_utc(expiration))
+            };
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "aws_auth: credentials from {} not refreshed: {e}; {held}; next attempt in {} s",
+                src.description,
+                (retry + 999) / 1000
+            );
+        }
+    }
+}
+
+/// Default EKS Pod Identity endpoint and token file.
+const EKS_URI: &str = "http://169.254.170.23/v1/credentials";
+const EKS_TOKEN_FILE: &str =
+    "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token";
+
+/// Parses `aws_credentials SOURCE [name=value ...]`, with the standard AWS
+/// variables from `env` where no parameter says otherwise. Returns the
+/// source's name, kind, endpoint and description.
+pub fn parse_source(
+    args: &[&[u8]],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(&'static str, Kind, HttpEndpoint, String), String> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let Some((first, params)) = args.split_first() else {
+        return Err("a source is needed: imds, ecs or eks-pod-identity".into());
+    };
+    let mut given: Vec<(String, String)> = Vec::new();
+    for p in params {
+        let p = text(p);
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(format!("invalid parameter \"{p}\", expected name=value"));
+        };
+        if given.iter().any(|(g, _)| g == k) {
+            return Err(format!("parameter \"{k}\" is given twice"));
+        }
+        given.push((k.to_owned(), v.to_owned()));
+    }
+    let allowed = |names: &[&str]| -> Result<(), String> {
+        match given.iter().find(|(k, _)| !names.contains(&k.as_str())) {
+            Some((k, _)) => Err(format!(
+                "unknown parameter \"{k}\" (allowed: {})",
+                names.join(", ")
+            )),
+            None => Ok(()),
+        }
+    };
+    let param = |k: &str| given.iter().find(|(g, _)| g == k).map(|(_, v)| v.clone());
+    let source = text(first).to_ascii_lowercase();
+    match source.as_str() {
+        "imds" => {
+            allowed(&["endpoint", "role", "imdsv1"])?;
+            let url = match (param("endpoint"), env("AWS_EC2_METADATA_SERVICE_ENDPOINT")) {
+                (Some(u), _) | (None, Some(u)) => u,
+                (None, None) => match env("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE") {
+                    Some(m) if m.eq_ignore_ascii_case("ipv6") => "http://[fd00:ec2::254]".into(),
+                    _ => "http://169.254.169.254".into(),
+                },
+            };
+            let endpoint = creds::parse_http_endpoint(url.trim_end_matches('/'))?;
+            let v1_disabled =
+                env("AWS_EC2_METADATA_V1_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            let v1_fallback = match param("imdsv1").as_deref() {
+                None => false,
+                Some(v) if v.eq_ignore_ascii_case("on") => !v1_disabled,
+                Some(v) if v.eq_ignore_ascii_case("off") => false,
+                Some(v) => {
+                    return Err(format!(
+                        "invalid imdsv1=\"{v}\", it must be \"on\" or \"off\""
+                    ))
+                }
+            };
+            let role = param("role");
+            if let Some(r) = &role {
+                if r.is_empty()
+                    || !r
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+                {
+                    return Err(format!("invalid role name \"{r}\""));
+                }
+            }
+            let description = format!(
+                "imds ({}{}{})",
+                url.trim_end_matches('/'),
+                role.as_deref()
+                    .map(|r| format!(", role {r}"))
+                    .unwrap_or_default(),
+                if v1_fallback { ", IMDSv1 fallback" } else { "" }
+            );
+            Ok((
+                "imds",
+                Kind::Imds { role, v1_fallback },
+                endpoint,
+                description,
+            ))
+        }
+        "ecs" | "eks-pod-identity" => {
+            allowed(&["uri", "token_file"])?;
+            let eks = source == "eks-pod-identity";
+            let relative = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+            let uri = match (param("uri"), relative, env("AWS_CONTAINER_CREDENTIALS_FULL_URI")) {
+                (Some(u), ..) => u,
+                (None, Some(rel), _) if !eks => format!("http://169.254.170.2{rel}"),
+                (None, _, Some(full)) => full,
+                (None, ..) if eks => EKS_URI.into(),
+                (None, ..) => {
+                    return Err(
+                        "no container endpoint: neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor AWS_CONTAINER_CREDENTIALS_FULL_URI is set in nginx's environment, and no uri= is given"
+                            .into(),
+                    )
+                }
+            };
+            let endpoint = creds::parse_http_endpoint(&uri)?;
+            if !creds::is_container_address(endpoint.addr.ip()) {
+                return Err(format!(
+                    "\"{uri}\": a container credentials endpoint over http must be a loopback address, 169.254.170.2, 169.254.170.23 or fd00:ec2::23"
+                ));
+            }
+            let token_file = param("token_file")
+                .or_else(|| env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"))
+                .or_else(|| eks.then(|| EKS_TOKEN_FILE.to_owned()));
+            let token = match &token_file {
+                Some(_) => None,
+                None => env("AWS_CONTAINER_AUTHORIZATION_TOKEN").map(Zeroizing::new),
+            };
+            let auth = match (&token_file, &token) {
+                (Some(f), _) => format!(", token file {f}"),
+                (None, Some(_)) => ", token from AWS_CONTAINER_AUTHORIZATION_TOKEN".into(),
+                (None, None) => String::new(),
+            };
+            let name = if eks { "eks-pod-identity" } else { "ecs" };
+            let description = format!("{name} ({uri}{auth})");
+            Ok((
+                name,
+                Kind::Container { token, token_file },
+                endpoint,
+                description,
+            ))
+        }
+        other => Err(format!(
+            "unknown source \"{other}\", it must be imds, ecs or eks-pod-identity"
+        )),
+    }
+}
