@@ -932,20 +932,20 @@ impl LocConf {
     /// Merges the parent's values into this block and checks the result;
     /// returns warnings to log.
     pub fn merge_from(&mut self, prev: &LocConf) -> Result<Vec<String>, String> {
-        // A key source set here replaces an inherited one of any kind (the
-        // parent's merged block holds one kind at most).
-        let own_source = self.key_file.is_some()
-            || self.key.is_some()
-            || self.scope.is_some()
-            || self.secret.is_some()
-            || self.role.is_some();
+        // A key source set here replaces an inherited one of another kind
+        // (the parent's merged block holds one kind at most).
+        let own_single = self.key.is_some() || self.scope.is_some();
+        let own_other = self.key_file.is_some() || self.secret.is_some() || self.role.is_some();
         inherit(&mut self.region, &prev.region);
         inherit(&mut self.service, &prev.service);
         inherit(&mut self.access_key, &prev.access_key);
         inherit(&mut self.session_token, &prev.session_token);
-        if !own_source {
+        if !own_other {
+            // a block that sets only aws_signing_key keeps the scope above
             inherit(&mut self.scope, &prev.scope);
             inherit(&mut self.key, &prev.key);
+        }
+        if !own_single && !own_other {
             inherit(&mut self.key_file, &prev.key_file);
             inherit(&mut self.secret, &prev.secret);
             if self.role.is_none() {

@@ -229,15 +229,13 @@ impl RoleSource {
             expired_at: None,
             error: "busy".into(),
         })?;
-        match local.as_ref() {
-            Some(f) if f.expiration > now => {
-                Ok(Ref::map(local, |l| l.as_ref().expect("checked above")))
-            }
-            other => Err(NotReady {
-                expired_at: other.map(|f| f.expiration),
+        let expired_at = local.as_ref().map(|f| f.expiration).filter(|e| *e <= now);
+        Ref::filter_map(local, |l| l.as_ref().filter(|f| f.expiration > now)).map_err(|_| {
+            NotReady {
+                expired_at,
                 error: self.last_error(),
-            }),
-        }
+            }
+        })
     }
 
     /// True while no fetch has finished yet: the first one is in flight

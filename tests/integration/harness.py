@@ -716,25 +716,10 @@ class RecordingProxy:
                 continue
             with self._lock:
                 self._socks += [client, upstream]
-                # forget what finished: a long test makes many connections
+                # forget the threads that finished: a long test makes many
                 self._threads = [t for t in self._threads if t.is_alive()]
-            left = [2]
-
-            def run(fn, args):
-                try:
-                    fn(*args)
-                finally:
-                    with self._lock:
-                        left[0] -= 1
-                        done = left[0] == 0
-                        if done:
-                            self._socks = [x for x in self._socks if x is not client and x is not upstream]
-                    if done:
-                        client.close()
-                        upstream.close()
-
             for fn, args in ((self._client_to_upstream, (client, upstream)), (self._pipe, (upstream, client))):
-                t = threading.Thread(target=run, args=(fn, args), daemon=True)
+                t = threading.Thread(target=fn, args=args, daemon=True)
                 t.start()
                 with self._lock:
                     self._threads.append(t)
