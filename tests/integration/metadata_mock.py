@@ -104,9 +104,10 @@ class _Base:
         }).encode()
 
     def token_valid_at(self, token: str, t: float) -> bool:
-        """The token was issued here and had not expired at time `t`."""
+        """The token was issued here and had not expired at time `t` (the
+        Expiration on the wire has whole seconds, x-amz-date too)."""
         with self.lock:
-            return any(tok == token and t < exp + 1.0 for tok, exp in self.issued)
+            return any(tok == token and t <= int(exp) for tok, exp in self.issued)
 
     def count(self, method: str, prefix: str) -> int:
         with self.lock:
