@@ -1,7 +1,7 @@
 # Shared by scripts/demo and scripts/test: installs what is missing and
 # finds the built artefacts. Source it from the repository root.
 
-APT_PACKAGES="libclang-dev libpcre2-dev zlib1g-dev libssl-dev make pkg-config apache2-utils faketime wrk curl rclone libio-socket-ssl-perl"
+APT_PACKAGES="libclang-dev libpcre2-dev zlib1g-dev libssl-dev make pkg-config apache2-utils faketime wrk curl rclone libio-socket-ssl-perl openssl ca-certificates"
 S3S_FS_VERSION="0.14.1"
 # module:pip-package (the pip name defaults to the module's); awscli and
 # s3cmd are the real clients of tests/integration/test_clients.py.

@@ -20,12 +20,13 @@ use ngx::ffi::{
     NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN,
 };
-use ngx::http::{HttpModule, HttpModuleMainConf};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 use ngx::{ngx_conf_log_error, ngx_string};
 use zeroize::Zeroizing;
 
 use crate::credentials::{Credentials, Source};
-use crate::role::RoleSource;
+use crate::role::{Assume, Kind, RoleSource, Sts, StsSpec};
+use aws_signer::sources::{Parsed, SourceSpec};
 
 /// Canonical URI rules for a key's service.
 pub fn rules_of(scope: &Scope) -> PathRules {
@@ -63,6 +64,8 @@ pub struct LocConf {
     pub secret: Option<Zeroizing<Vec<u8>>>,
     /// `aws_credentials`: the role source (in the main configuration).
     pub role: Option<&'static RoleSource>,
+    /// `aws_assume_role`: a role assumed with the block's credentials.
+    pub assume: Option<Assume>,
     pub region: Option<String>,
     pub service: Option<String>,
     pub session_token: Option<Zeroizing<String>>,
@@ -218,7 +221,7 @@ const fn command(name: ngx_str_t, args: u32, set: SetFn) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 24] = [
+pub static mut COMMANDS: [ngx_command_t; 25] = [
     command(
         ngx_string!("aws_access_key"),
         NGX_CONF_TAKE1,
@@ -244,6 +247,11 @@ pub static mut COMMANDS: [ngx_command_t; 24] = [
         ngx_string!("aws_credentials"),
         NGX_CONF_1MORE,
         set_credentials,
+    ),
+    command(
+        ngx_string!("aws_assume_role"),
+        NGX_CONF_1MORE,
+        set_assume_role,
     ),
     command(ngx_string!("aws_region"), NGX_CONF_TAKE1, set_region),
     command(ngx_string!("aws_service"), NGX_CONF_TAKE1, set_service),
@@ -533,44 +541,185 @@ unsafe extern "C" fn set_credentials(
     }
     let values: Vec<&[u8]> = a[1..].iter().map(ngx_str_t::as_bytes).collect();
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let (name, kind, endpoint, description) = match crate::role::parse_source(&values, &env) {
+    let parsed = match aws_signer::sources::parse_source(&values, &env) {
         Ok(parsed) => parsed,
         Err(why) => return fail(why),
     };
-    // SAFETY: cf is valid while the configuration is read.
-    let Some(main) = crate::Module::main_conf_mut(unsafe { &*cf }) else {
-        return fail("no http main configuration".into());
+    let Parsed {
+        name,
+        spec,
+        description,
+    } = parsed;
+    // SAFETY: cf is a directive handler's.
+    let made = unsafe {
+        role_source(cf, &description.clone(), move |cf| {
+            let kind = match spec {
+                SourceSpec::Imds(imds) => Kind::Imds(imds),
+                SourceSpec::Container(c) => Kind::Container(c),
+                SourceSpec::WebIdentity {
+                    role,
+                    token_file,
+                    sts,
+                } => Kind::WebIdentity {
+                    role,
+                    token_file,
+                    sts: sts_context(cf, sts)?,
+                },
+            };
+            Ok(RoleSource::new(name, kind, description))
+        })
     };
-    // SAFETY: every pointer in main.roles is a RoleSource in the cycle pool.
-    let existing = main
-        .roles
-        .iter()
-        .copied()
-        .find(|r| unsafe { (**r).description == description });
-    let role = match existing {
-        Some(r) => r,
-        None => {
-            // SAFETY: cf->pool is the cycle's pool; the source lives (and
-            // is dropped) with the configuration.
-            let pool = unsafe { ngx::core::Pool::from_ngx_pool((*cf).pool) };
-            let r = pool.allocate(RoleSource::new(name, kind, endpoint, description));
-            if r.is_null() {
-                return fail("no memory".into());
-            }
-            let tag = crate::Module::module() as *const _ as *mut c_void;
-            // SAFETY: r lives as long as the configuration; the tag is
-            // this module, the same over reloads.
-            if let Err(why) = unsafe { RoleSource::add_zone(r, cf, tag) } {
-                return fail(why);
-            }
-            main.roles.push(r);
-            r
+    match made {
+        Ok(role) => {
+            lc.role = Some(role);
+            NGX_CONF_OK
         }
-    };
+        Err(why) => fail(why),
+    }
+}
+
+/// `aws_assume_role ARN [name=value ...] | off`: the block signs with a
+/// role assumed through STS with its credentials (built at merge, once the
+/// credentials are known).
+unsafe extern "C" fn set_assume_role(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf was allocated by create_loc_conf as a LocConf; cf is a
+    // directive handler's.
+    let (lc, a) = unsafe { (&mut *(conf as *mut LocConf), args(cf)) };
+    if lc.assume.is_some() {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"aws_assume_role\" directive is duplicate"
+        );
+        return NGX_CONF_ERROR;
+    }
+    let values: Vec<&[u8]> = a[1..].iter().map(ngx_str_t::as_bytes).collect();
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match aws_signer::sources::parse_assume(&values, &env) {
+        Ok(assume) => {
+            lc.assume = Some(assume);
+            NGX_CONF_OK
+        }
+        Err(why) => {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"aws_assume_role\": {why}");
+            NGX_CONF_ERROR
+        }
+    }
+}
+
+/// The configuration's source with this description, or a new one made by
+/// `make`, with its shared zone.
+///
+/// # Safety
+/// `cf` must be the conf of a directive handler or of a merge.
+pub unsafe fn role_source(
+    cf: *mut ngx_conf_t,
+    description: &str,
+    make: impl FnOnce(*mut ngx_conf_t) -> Result<RoleSource, String>,
+) -> Result<&'static RoleSource, String> {
+    // SAFETY: cf is valid while the configuration is read.
+    let main = crate::Module::main_conf_mut(unsafe { &*cf }).ok_or("no http main configuration")?;
+    if let Some(r) = main.roles.iter().copied().find(|r| {
+        // SAFETY: every pointer in main.roles is a RoleSource in the cycle pool.
+        unsafe { (**r).description == description }
+    }) {
+        // SAFETY: as above; it lives as long as the configuration.
+        return Ok(unsafe { &*r });
+    }
+    let source = make(cf)?;
+    // SAFETY: cf->pool is the cycle's pool; the source lives (and is
+    // dropped) with the configuration.
+    let pool = unsafe { ngx::core::Pool::from_ngx_pool((*cf).pool) };
+    let r = pool.allocate(source);
+    if r.is_null() {
+        return Err("no memory".into());
+    }
+    let tag = crate::Module::module() as *const _ as *mut c_void;
+    // SAFETY: r lives as long as the configuration; the tag is this
+    // module, the same over reloads.
+    unsafe { RoleSource::add_zone(r, cf, tag) }?;
+    main.roles.push(r);
     // SAFETY: the source lives in the cycle pool as long as this
     // configuration, which outlives every block and request that uses it.
-    lc.role = Some(unsafe { &*role });
-    NGX_CONF_OK
+    Ok(unsafe { &*r })
+}
+
+/// The TLS client context of an STS source (trusting the system's CA
+/// bundle, or `ca=`), and the core location configuration whose resolver
+/// finds its name.
+///
+/// # Safety
+/// `cf` must be the conf of a directive handler or of a merge.
+pub unsafe fn sts_context(cf: *mut ngx_conf_t, spec: StsSpec) -> Result<Sts, String> {
+    use ngx::ffi::{ngx_ssl_t, NGX_SSL_TLSv1_2, NGX_SSL_TLSv1_3};
+    // SAFETY: cf's pool and log are valid; the context is cleaned up with
+    // the pool; the CA file name is NUL-terminated for OpenSSL.
+    unsafe {
+        let pool = (*cf).pool;
+        let ssl = ngx::ffi::ngx_pcalloc(pool, std::mem::size_of::<ngx_ssl_t>()) as *mut ngx_ssl_t;
+        if ssl.is_null() {
+            return Err("no memory".into());
+        }
+        (*ssl).log = (*cf).log;
+        let protocols = (NGX_SSL_TLSv1_2 | NGX_SSL_TLSv1_3) as ngx_uint_t;
+        if ngx::ffi::ngx_ssl_create(ssl, protocols, ptr::null_mut()) != ngx::core::Status::NGX_OK.0
+        {
+            return Err("cannot create a TLS context".into());
+        }
+        let cln = ngx::ffi::ngx_pool_cleanup_add(pool, 0);
+        if cln.is_null() {
+            return Err("no memory".into());
+        }
+        (*cln).handler = Some(ngx::ffi::ngx_ssl_cleanup_ctx);
+        (*cln).data = ssl as *mut c_void;
+        let mut ca = ngx_str_t::empty();
+        match &spec.ca {
+            Some(path) => {
+                let full = if path.starts_with('/') {
+                    path.clone()
+                } else {
+                    let prefix = (*(*cf).cycle).conf_prefix.as_bytes();
+                    format!("{}{path}", String::from_utf8_lossy(prefix))
+                };
+                let data = ngx::ffi::ngx_pnalloc(pool, full.len() + 1) as *mut u8;
+                if data.is_null() {
+                    return Err("no memory".into());
+                }
+                ptr::copy_nonoverlapping(full.as_ptr(), data, full.len());
+                *data.add(full.len()) = 0;
+                ca = ngx_str_t {
+                    len: full.len(),
+                    data,
+                };
+            }
+            None => {
+                if ngx::ffi::SSL_CTX_set_default_verify_paths((*ssl).ctx as *mut _) != 1 {
+                    return Err("cannot load the system's CA certificates".into());
+                }
+            }
+        }
+        // sets the verification callback and depth, and loads ca= if given
+        if ngx::ffi::ngx_ssl_trusted_certificate(cf, ssl, &mut ca, 5) != ngx::core::Status::NGX_OK.0
+        {
+            return Err(format!(
+                "cannot load the CA certificates \"{}\"",
+                spec.ca.as_deref().unwrap_or("")
+            ));
+        }
+        let clcf = ngx::http::NgxHttpCoreModule::location_conf_mut(&*cf)
+            .map_or(ptr::null_mut(), |c| c as *mut _);
+        Ok(Sts {
+            url: spec.url,
+            region: spec.region,
+            address: spec.address,
+            ssl,
+            clcf,
+        })
+    }
 }
 
 /// The ways to give credentials exclude each other within one block:
@@ -938,6 +1087,7 @@ impl LocConf {
         let own_other = self.key_file.is_some() || self.secret.is_some() || self.role.is_some();
         inherit(&mut self.region, &prev.region);
         inherit(&mut self.service, &prev.service);
+        inherit(&mut self.assume, &prev.assume);
         inherit(&mut self.access_key, &prev.access_key);
         inherit(&mut self.session_token, &prev.session_token);
         if !own_other {

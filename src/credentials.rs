@@ -18,7 +18,7 @@ use aws_signer::config::ScopedKey;
 use aws_signer::{derive_signing_key, PathRules, Scope, SigningKey};
 use zeroize::Zeroizing;
 
-use crate::role::RoleSource;
+use crate::role::{Base, RoleSource};
 
 /// Where the keys come from.
 pub enum Source {
@@ -105,6 +105,26 @@ impl fmt::Display for Unavailable {
 }
 
 impl Credentials {
+    /// What can sign an STS `AssumeRole` call made for these credentials,
+    /// and how to name it: a secret with its access key (and token), or a
+    /// role source. A derived key signs for its own scope only.
+    pub fn assume_base(&self) -> Result<(Base, String), String> {
+        match &self.source {
+            Source::Role { role, .. } => Ok((Base::Role(role), role.description.clone())),
+            Source::Secret { secret, .. } => Ok((
+                Base::Keys {
+                    access_key: self.access_key.clone(),
+                    secret: secret.clone(),
+                    token: self.token.clone(),
+                },
+                format!("access key {}", self.access_key),
+            )),
+            Source::Keys { .. } => Err(
+                "\"aws_assume_role\" signs its STS calls with a secret (aws_secret_key_file) or a role (aws_credentials), not with a derived signing key, which signs for its own scope only".into(),
+            ),
+        }
+    }
+
     /// Key and secret sources: with the configured access key and token.
     pub fn new(
         source: Source,

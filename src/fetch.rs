@@ -9,7 +9,7 @@
 //! endpoint of ECS and EKS Pod Identity.
 
 use std::future::{poll_fn, Future};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::{pin, Pin};
 use std::ptr;
 use std::task::{Context, Poll, Waker};
@@ -21,14 +21,21 @@ use ngx::core::Status;
 use ngx::ffi::{
     ngx_close_connection, ngx_connection_log_error_e_NGX_ERROR_INFO, ngx_connection_t,
     ngx_create_pool, ngx_destroy_pool, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t,
-    ngx_handle_read_event, ngx_handle_write_event, ngx_peer_connection_t, ngx_pool_t, ngx_str_t,
+    ngx_handle_read_event, ngx_handle_write_event, ngx_peer_connection_t, ngx_pool_t,
+    ngx_resolver_t, ngx_ssl_t, ngx_str_t,
 };
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::role::{Kind, RoleSource};
+use crate::role::{Base, Kind, RoleRequest, RoleSource, Sts};
 
-/// Longest a single HTTP exchange may take, connect to last byte.
+/// Longest a single HTTP exchange with a metadata service may take,
+/// connect to last byte (the service is on the link).
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The same for STS: a name to resolve, TLS, a service across the network.
+pub const STS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an `AssumeRole` fetch waits for its base source's first
+/// credentials (both start together).
+const BASE_WAIT: Duration = Duration::from_secs(5);
 
 /// `fut`, or `None` once `limit` has passed (the future is then dropped,
 /// which closes its connection).
@@ -57,6 +64,8 @@ struct Conn {
     name_text: String,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
+    /// The TLS handshake called back (done or failed).
+    handshake_over: bool,
 }
 
 impl Drop for Conn {
@@ -64,6 +73,12 @@ impl Drop for Conn {
         // SAFETY: the connection and the pool, if any, are this Conn's own;
         // closing removes its events and timers, so no handler runs after.
         unsafe {
+            let c = self.pc.connection;
+            if !c.is_null() && !(*c).ssl.is_null() {
+                // frees the TLS state; nothing is waited for
+                (*(*c).ssl).set_no_wait_shutdown(1);
+                ngx::ffi::ngx_ssl_shutdown(c);
+            }
             if !self.pc.connection.is_null() {
                 ngx_close_connection(self.pc.connection);
                 self.pc.connection = ptr::null_mut();
@@ -75,24 +90,43 @@ impl Drop for Conn {
     }
 }
 
-/// Wakes the task waiting on a connection's read or write event.
+/// Wakes the task waiting on a connection: TLS can need to read while
+/// writing and the reverse, so either event wakes whoever waits (a spurious
+/// poll is harmless).
 unsafe extern "C" fn wake(ev: *mut ngx_event_t) {
     // SAFETY: nginx calls event handlers with the event of a live
     // connection; c->data is the pinned Conn set in connect.
     unsafe {
         let c = (*ev).data as *mut ngx_connection_t;
+        wake_both((*c).data as *mut Conn);
+    }
+}
+
+/// Wakes both wakers of a connection's task.
+///
+/// # Safety
+/// `conn` must be NULL or a live Conn.
+unsafe fn wake_both(conn: *mut Conn) {
+    if conn.is_null() {
+        return;
+    }
+    // SAFETY: see the contract.
+    let (r, w) = unsafe { ((*conn).read_waker.take(), (*conn).write_waker.take()) };
+    for waker in [r, w].into_iter().flatten() {
+        waker.wake();
+    }
+}
+
+/// nginx's callback at the end of a TLS handshake (done or failed).
+unsafe extern "C" fn handshake_over(c: *mut ngx_connection_t) {
+    // SAFETY: c is the live connection whose data is the pinned Conn.
+    unsafe {
         let conn = (*c).data as *mut Conn;
         if conn.is_null() {
             return;
         }
-        let waker = if (*ev).write() != 0 {
-            (*conn).write_waker.take()
-        } else {
-            (*conn).read_waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        (*conn).handshake_over = true;
+        wake_both(conn);
     }
 }
 
@@ -124,7 +158,7 @@ fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 
 impl Conn {
     /// Starts connecting to `addr`.
-    fn start(addr: SocketAddr) -> Result<Pin<Box<Conn>>, String> {
+    fn start(addr: SocketAddr, timeout: Duration) -> Result<Pin<Box<Conn>>, String> {
         let log = ngx::log::ngx_cycle_log().as_ptr();
         let (ss, len) = sockaddr_of(addr);
         // SAFETY: a zeroed peer connection is its documented initial state.
@@ -137,6 +171,7 @@ impl Conn {
             name_text: addr.to_string(),
             read_waker: None,
             write_waker: None,
+            handshake_over: false,
         });
         // SAFETY: conn is pinned; the fields set here point into it and stay
         // valid as long as it lives. ngx_event_connect_peer creates the
@@ -174,10 +209,7 @@ impl Conn {
             // A timer nginx does not cancel: a worker told to exit (a
             // reload) finishes the exchange (and the refresh, and gives
             // the lease back) before it goes, instead of dropping it.
-            ngx::ffi::ngx_add_timer(
-                (*c).read,
-                EXCHANGE_TIMEOUT.as_millis() as ngx::ffi::ngx_msec_t,
-            );
+            ngx::ffi::ngx_add_timer((*c).read, timeout.as_millis() as ngx::ffi::ngx_msec_t);
         }
         Ok(conn)
     }
@@ -209,6 +241,98 @@ impl Conn {
             if rc == -1 || err != 0 {
                 let e = std::io::Error::from_raw_os_error(if rc == -1 { libc::EIO } else { err });
                 return Poll::Ready(Err(format!("cannot connect to {}: {e}", this.name_text)));
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Starts TLS with `ssl` for `name` (SNI unless it is an address).
+    fn start_tls(self: Pin<&mut Self>, ssl: *mut ngx_ssl_t, name: &str) -> Result<(), String> {
+        // SAFETY: the connection is live; ssl is a client context built at
+        // configuration time; OpenSSL copies the name.
+        unsafe {
+            let this = self.get_unchecked_mut();
+            let c = this.connection();
+            let flags =
+                (ngx::ffi::NGX_SSL_BUFFER | ngx::ffi::NGX_SSL_CLIENT) as ngx::ffi::ngx_uint_t;
+            if ngx::ffi::ngx_ssl_create_connection(ssl, c, flags) != Status::NGX_OK.0 {
+                return Err("cannot start TLS".into());
+            }
+            if name.parse::<IpAddr>().is_err() {
+                let cname = std::ffi::CString::new(name).map_err(|_| "bad TLS name".to_string())?;
+                ngx::ffi::SSL_ctrl(
+                    (*(*c).ssl).connection,
+                    ngx::ffi::SSL_CTRL_SET_TLSEXT_HOSTNAME as libc::c_int,
+                    ngx::ffi::TLSEXT_NAMETYPE_host_name as libc::c_long,
+                    cname.as_ptr() as *mut libc::c_void,
+                );
+            }
+            (*(*c).ssl).handler = Some(handshake_over);
+            if ngx::ffi::ngx_ssl_handshake(c) != Status::NGX_AGAIN.0 {
+                this.handshake_over = true;
+            }
+            Ok(())
+        }
+    }
+
+    /// Ready once the TLS handshake is over: the certificate chain trusted
+    /// and issued for `name`, or an error saying why not.
+    fn poll_tls(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        name: &str,
+    ) -> Poll<Result<(), String>> {
+        // SAFETY: the connection is live and has its TLS state (start_tls).
+        unsafe {
+            let this = self.get_unchecked_mut();
+            if !this.handshake_over {
+                this.read_waker = Some(cx.waker().clone());
+                this.write_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let c = this.connection();
+            // nginx's handshake handlers served their turn: ours again
+            (*(*c).read).handler = Some(wake);
+            (*(*c).write).handler = Some(wake);
+            let verify = ngx::ffi::SSL_get_verify_result((*(*c).ssl).connection);
+            let untrusted = || {
+                let text =
+                    std::ffi::CStr::from_ptr(ngx::ffi::X509_verify_cert_error_string(verify));
+                format!(
+                    "TLS with {name}: the certificate is not trusted ({})",
+                    text.to_string_lossy()
+                )
+            };
+            if (*(*c).ssl).handshaked() == 0 {
+                return Poll::Ready(Err(if verify != ngx::ffi::X509_V_OK as libc::c_long {
+                    untrusted()
+                } else {
+                    format!("TLS with {name}: the handshake failed")
+                }));
+            }
+            if verify != ngx::ffi::X509_V_OK as libc::c_long {
+                return Poll::Ready(Err(untrusted()));
+            }
+            let mut n = ngx_str_t {
+                len: name.len(),
+                data: name.as_ptr() as *mut u8,
+            };
+            let matches = if name.parse::<IpAddr>().is_ok() {
+                // an address: nginx checks DNS names only
+                let cert = ngx::ffi::SSL_get1_peer_certificate((*(*c).ssl).connection);
+                let ip = std::ffi::CString::new(name).unwrap_or_default();
+                let ok = !cert.is_null() && ngx::ffi::X509_check_ip_asc(cert, ip.as_ptr(), 0) == 1;
+                if !cert.is_null() {
+                    ngx::ffi::X509_free(cert);
+                }
+                ok
+            } else {
+                ngx::ffi::ngx_ssl_check_host(c, &mut n) == Status::NGX_OK.0
+            };
+            if !matches {
+                return Poll::Ready(Err(format!(
+                    "TLS with {name}: the certificate is not for \"{name}\""
+                )));
             }
             Poll::Ready(Ok(()))
         }
@@ -269,17 +393,141 @@ impl Conn {
     }
 }
 
-/// One HTTP/1.1 exchange: connect, send the request, read the answer until
-/// it is complete (or the server closes).
+/// Where an exchange goes.
+pub struct Target<'a> {
+    /// The `Host` header value.
+    pub authority: &'a str,
+    /// The host name (or address) to connect to and, with TLS, to verify.
+    pub name: &'a str,
+    pub port: u16,
+    /// An address to connect to instead of resolving `name`.
+    pub addr: Option<SocketAddr>,
+    /// TLS, with this client context.
+    pub tls: Option<*mut ngx_ssl_t>,
+    /// nginx's resolver, for a name.
+    pub resolver: Option<ptr::NonNull<ngx_resolver_t>>,
+    /// Longest the exchange may take, resolving included.
+    pub timeout: Duration,
+}
+
+impl<'a> From<&'a HttpEndpoint> for Target<'a> {
+    fn from(ep: &'a HttpEndpoint) -> Target<'a> {
+        Target {
+            authority: &ep.host,
+            name: &ep.host,
+            port: ep.addr.port(),
+            addr: Some(ep.addr),
+            tls: None,
+            resolver: None,
+            timeout: EXCHANGE_TIMEOUT,
+        }
+    }
+}
+
+/// The address to connect to: the target's own, an address written as
+/// the name, or the first one nginx's resolver finds.
+async fn address(t: &Target<'_>) -> Result<SocketAddr, String> {
+    if let Some(a) = t.addr {
+        return Ok(a);
+    }
+    if let Ok(ip) = t
+        .name
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(SocketAddr::new(ip, t.port));
+    }
+    let Some(resolver) = t.resolver else {
+        return Err(format!("no resolver to find {}", t.name));
+    };
+    let log = ngx::log::ngx_cycle_log().as_ptr();
+    // SAFETY: a fresh pool, destroyed below once the address is copied.
+    let raw = unsafe { ngx_create_pool(1024, log) };
+    if raw.is_null() {
+        return Err("no memory".into());
+    }
+    // SAFETY: raw is a live pool.
+    let pool = unsafe { ngx::core::Pool::from_ngx_pool(raw) };
+    let name = ngx_str_t {
+        len: t.name.len(),
+        data: t.name.as_ptr() as *mut u8,
+    };
+    let r = ngx::async_::resolver::Resolver::from_resolver(resolver, t.timeout.as_millis() as _);
+    let found = r.resolve_name(&name, &pool).await;
+    let (addr, err) = match &found {
+        Ok(addrs) => (
+            addrs.iter().find_map(|a| {
+                // SAFETY: the resolver's addresses are sockaddrs of socklen bytes.
+                unsafe { socket_addr(a.sockaddr, a.socklen) }
+            }),
+            None,
+        ),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    drop(found);
+    // SAFETY: nothing refers to the pool any more.
+    unsafe { ngx_destroy_pool(raw) };
+    match addr {
+        Some(mut a) => {
+            a.set_port(t.port);
+            Ok(a)
+        }
+        None => Err(format!(
+            "cannot resolve {}: {}",
+            t.name,
+            err.unwrap_or_else(|| "no address".into())
+        )),
+    }
+}
+
+/// A sockaddr as a SocketAddr.
+///
+/// # Safety
+/// `sa` must point to `len` readable bytes of a sockaddr.
+unsafe fn socket_addr(
+    sa: *const ngx::ffi::sockaddr,
+    len: ngx::ffi::socklen_t,
+) -> Option<SocketAddr> {
+    // SAFETY: see the contract; the family says which struct it is.
+    unsafe {
+        match (*sa).sa_family as i32 {
+            libc::AF_INET if len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {
+                let sin = &*(sa as *const libc::sockaddr_in);
+                Some(SocketAddr::new(
+                    IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()),
+                    u16::from_be(sin.sin_port),
+                ))
+            }
+            libc::AF_INET6 if len as usize >= std::mem::size_of::<libc::sockaddr_in6>() => {
+                let sin6 = &*(sa as *const libc::sockaddr_in6);
+                Some(SocketAddr::new(
+                    IpAddr::from(sin6.sin6_addr.s6_addr),
+                    u16::from_be(sin6.sin6_port),
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One HTTP/1.1 exchange: connect (TLS when the target says so), send the
+/// request, read the answer until it is complete (or the server closes).
 async fn exchange_once(
-    ep: &HttpEndpoint,
+    t: &Target<'_>,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
+    body: &[u8],
 ) -> Result<Answer, String> {
-    let request = http1::request(method, &ep.host, path, headers);
-    let mut conn = Conn::start(ep.addr)?;
+    let request = http1::request(method, t.authority, path, headers, body);
+    let addr = address(t).await?;
+    let mut conn = Conn::start(addr, t.timeout)?;
     poll_fn(|cx| conn.as_mut().poll_connected(cx)).await?;
+    if let Some(ssl) = t.tls {
+        conn.as_mut().start_tls(ssl, t.name)?;
+        poll_fn(|cx| conn.as_mut().poll_tls(cx, t.name)).await?;
+    }
     let mut sent = 0;
     while sent < request.len() {
         sent += poll_fn(|cx| conn.as_mut().poll_write(cx, &request[sent..])).await?;
@@ -300,45 +548,209 @@ async fn exchange_once(
         match http1::read_answer(&got, n == 0) {
             Ok(Some(answer)) => return Ok(answer),
             Ok(None) => continue,
-            Err(e) => return Err(format!("{} from {}", e, ep.host)),
+            Err(e) => return Err(format!("{} from {}", e, t.name)),
         }
     }
 }
 
-/// [`exchange_once`] within [`EXCHANGE_TIMEOUT`].
+/// [`exchange_once`] within the target's timeout.
 async fn exchange(
-    ep: &HttpEndpoint,
+    t: &Target<'_>,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
+    body: &[u8],
 ) -> Result<Answer, String> {
-    with_timeout(EXCHANGE_TIMEOUT, exchange_once(ep, method, path, headers))
+    with_timeout(t.timeout, exchange_once(t, method, path, headers, body))
         .await
         .unwrap_or_else(|| {
             Err(format!(
                 "{method} {path}: no answer from {} within {} s",
-                ep.host,
-                EXCHANGE_TIMEOUT.as_secs()
+                t.authority,
+                t.timeout.as_secs()
             ))
         })
 }
 
-/// Fetches the source's credentials, as of `now` (Unix seconds).
-pub async fn fetch(src: &RoleSource, now: i64) -> Result<RoleCredentials, String> {
-    match &src.kind {
-        Kind::Imds { role, v1_fallback } => {
-            imds(&src.endpoint, role.as_deref(), *v1_fallback, now).await
-        }
-        Kind::Container { token, token_file } => {
-            container(
-                &src.endpoint,
-                token.as_deref().map(|t| t.as_str()),
-                token_file.as_deref(),
-                now,
-            )
-            .await
+/// Why a fetch failed: what to log, and whether the service asked to slow
+/// down (throttling: the next attempt waits longer).
+pub struct FetchError {
+    pub message: String,
+    pub slow_down: bool,
+}
+
+impl From<String> for FetchError {
+    fn from(message: String) -> FetchError {
+        FetchError {
+            message,
+            slow_down: false,
         }
     }
+}
+
+impl From<&str> for FetchError {
+    fn from(message: &str) -> FetchError {
+        FetchError::from(message.to_string())
+    }
+}
+
+/// Fetches the source's credentials, as of `now` (Unix seconds).
+pub async fn fetch(src: &RoleSource, now: i64) -> Result<RoleCredentials, FetchError> {
+    match &src.kind {
+        Kind::Imds(i) => Ok(imds(&i.endpoint, i.role.as_deref(), i.v1_fallback, now).await?),
+        Kind::Container(c) => Ok(container(
+            &c.endpoint,
+            c.token.as_deref().map(|t| t.as_str()),
+            c.token_file.as_deref(),
+            now,
+        )
+        .await?),
+        Kind::WebIdentity {
+            role,
+            token_file,
+            sts,
+        } => web_identity(role, token_file, sts, now).await,
+        Kind::AssumeRole {
+            role,
+            external_id,
+            base,
+            sts,
+        } => assume_role(role, external_id.as_deref(), base, sts, now).await,
+    }
+}
+
+const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
+
+/// An STS call: POST the form over verified TLS, read the XML answer.
+async fn sts_call(
+    sts: &Sts,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    now: i64,
+) -> Result<RoleCredentials, FetchError> {
+    let authority = sts.url.authority();
+    let name = sts.url.host.trim_start_matches('[').trim_end_matches(']');
+    // SAFETY: the core location configuration lives as long as the
+    // configuration; its resolver is set once it is merged.
+    let resolver = unsafe { sts.clcf.as_ref() }.and_then(|c| ptr::NonNull::new(c.resolver));
+    let t = Target {
+        authority: &authority,
+        name,
+        port: sts.url.port,
+        addr: sts.address,
+        tls: Some(sts.ssl),
+        resolver,
+        timeout: STS_TIMEOUT,
+    };
+    let a = exchange(&t, "POST", &sts.url.path, headers, body).await?;
+    aws_signer::sts::parse_answer(a.status, &a.body, now).map_err(|e| FetchError {
+        slow_down: e.throttled(),
+        message: e.message,
+    })
+}
+
+/// The longest token file read (STS takes web identity tokens of up to
+/// 20 000 bytes).
+const TOKEN_FILE_MAX: u64 = 32 * 1024;
+
+/// A token file's content, read into one wiped buffer, at most
+/// [`TOKEN_FILE_MAX`] bytes (a wrong path must not fill the worker).
+fn read_token_file(path: &str, what: &str) -> Result<Zeroizing<String>, String> {
+    use std::io::Read;
+    let mut buf = Zeroizing::new(Vec::with_capacity(TOKEN_FILE_MAX as usize + 1));
+    std::fs::File::open(path)
+        .and_then(|f| f.take(TOKEN_FILE_MAX + 1).read_to_end(&mut buf))
+        .map_err(|e| format!("cannot read the {what} \"{path}\": {e}"))?;
+    if buf.len() as u64 > TOKEN_FILE_MAX {
+        return Err(format!(
+            "the {what} \"{path}\" is larger than {TOKEN_FILE_MAX} bytes"
+        ));
+    }
+    match std::str::from_utf8(&buf) {
+        Ok(text) => Ok(Zeroizing::new(text.to_owned())),
+        Err(_) => Err(format!("the {what} \"{path}\" is not text")),
+    }
+}
+
+/// `AssumeRoleWithWebIdentity`: the token file read now (it rotates),
+/// sent in the body; the call is not signed.
+async fn web_identity(
+    role: &RoleRequest,
+    token_file: &str,
+    sts: &Sts,
+    now: i64,
+) -> Result<RoleCredentials, FetchError> {
+    let token = read_token_file(token_file, "web identity token file")?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(format!("the web identity token file \"{token_file}\" is empty").into());
+    }
+    let body =
+        aws_signer::sts::web_identity_body(&role.arn, &role.session_name, token, role.duration);
+    sts_call(sts, &[("Content-Type", FORM)], body.as_bytes(), now).await
+}
+
+/// `AssumeRole`, signed for STS with the base credentials of now (a key
+/// and secret, or another source's current set).
+async fn assume_role(
+    role: &RoleRequest,
+    external_id: Option<&str>,
+    base: &Base,
+    sts: &Sts,
+    now: i64,
+) -> Result<RoleCredentials, FetchError> {
+    let (access_key, secret, token): (String, Zeroizing<Vec<u8>>, Option<Zeroizing<String>>) =
+        match base {
+            Base::Keys {
+                access_key,
+                secret,
+                token,
+            } => (access_key.clone(), secret.clone(), token.clone()),
+            Base::Role(r) => {
+                // both sources start together: give the base its first fetch
+                let waited = crate::role::now_ms();
+                while r.first_fetch_pending()
+                    && crate::role::now_ms() - waited < BASE_WAIT.as_millis() as i64
+                {
+                    ngx::async_::sleep(Duration::from_millis(100)).await;
+                }
+                let c = r.current(crate::role::now_ms() / 1000).map_err(|n| {
+                    format!(
+                        "the base credentials from {} are not there: {}",
+                        r.description, n.error
+                    )
+                })?;
+                (
+                    c.access_key.clone(),
+                    Zeroizing::new(c.secret.as_bytes().to_vec()),
+                    Some(c.token.clone()),
+                )
+            }
+        };
+    let now = now.max(crate::role::now_ms() / 1000);
+    let amz_date = aws_signer::amz_date(now).ok_or("bad clock")?;
+    let scope = aws_signer::sts::scope(&amz_date[..8], &sts.region).ok_or("bad STS scope")?;
+    let key = aws_signer::derive_signing_key(&secret, &scope);
+    let body = aws_signer::sts::assume_role_body(
+        &role.arn,
+        &role.session_name,
+        role.duration,
+        external_id,
+    );
+    let creds = aws_signer::Credentials {
+        access_key: &access_key,
+        scope: &scope,
+        key: &key,
+    };
+    let signed = aws_signer::sts::signed_post_headers(
+        &sts.url.authority(),
+        body.as_bytes(),
+        &creds,
+        token.as_deref().map(|t| t.as_str()),
+        &amz_date,
+    );
+    let headers: Vec<(&str, &str)> = signed.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    sts_call(sts, &headers, body.as_bytes(), now).await
 }
 
 const IMDS_CREDENTIALS: &str = "/latest/meta-data/iam/security-credentials/";
@@ -352,11 +764,13 @@ async fn imds(
     v1_fallback: bool,
     now: i64,
 ) -> Result<RoleCredentials, String> {
+    let ep = &Target::from(ep);
     let put = exchange(
         ep,
         "PUT",
         "/latest/api/token",
         &[("X-aws-ec2-metadata-token-ttl-seconds", "21600")],
+        b"",
     )
     .await;
     let token = match put {
@@ -379,7 +793,7 @@ async fn imds(
     let role = match role {
         Some(r) => r.to_owned(),
         None => {
-            let a = exchange(ep, "GET", IMDS_CREDENTIALS, &token_header).await?;
+            let a = exchange(ep, "GET", IMDS_CREDENTIALS, &token_header, b"").await?;
             if a.status != 200 {
                 return Err(format!(
                     "the instance role name request answered {}",
@@ -403,7 +817,7 @@ async fn imds(
         }
     };
     let path = format!("{IMDS_CREDENTIALS}{role}");
-    let a = exchange(ep, "GET", &path, &token_header).await?;
+    let a = exchange(ep, "GET", &path, &token_header, b"").await?;
     if a.status != 200 {
         return Err(format!(
             "the credentials of role \"{role}\" request answered {}",
@@ -422,10 +836,7 @@ async fn container(
     now: i64,
 ) -> Result<RoleCredentials, String> {
     let from_file = match token_file {
-        Some(path) => Some(Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read the token file \"{path}\": {e}"))?,
-        )),
+        Some(path) => Some(read_token_file(path, "token file")?),
         None => None,
     };
     let auth = from_file.as_deref().map(|t| t.trim()).or(token);
@@ -433,7 +844,7 @@ async fn container(
         return Err("the authorization token is empty or holds control bytes".into());
     }
     let headers: Vec<(&str, &str)> = auth.map(|t| vec![("Authorization", t)]).unwrap_or_default();
-    let a = exchange(ep, "GET", &ep.path, &headers).await?;
+    let a = exchange(&Target::from(ep), "GET", &ep.path, &headers, b"").await?;
     if a.status != 200 {
         return Err(format!(
             "the container credentials endpoint answered {}",

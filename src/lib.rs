@@ -71,9 +71,43 @@ impl HttpModule for Module {
         if unsafe { wrap_peer_inits(cf) } != Status::NGX_OK.0 {
             return Status::NGX_ERROR.into();
         }
+        if let Err(why) = sts_names_resolvable(cf_ref) {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{why}");
+            return Status::NGX_ERROR.into();
+        }
         // SAFETY: called during postconfiguration, before variables are indexed.
         unsafe { variables::hook_proxy_variables(cf) }
     }
+}
+
+/// Every STS source that must resolve its endpoint's name has a resolver
+/// with servers (`resolver`), or says where to connect (`sts_address=`):
+/// otherwise it could only fail, at run time.
+fn sts_names_resolvable(cf: &ngx_conf_t) -> Result<(), String> {
+    let Some(main) = Module::main_conf(cf) else {
+        return Ok(());
+    };
+    for &r in &main.roles {
+        // SAFETY: every source lives in the cycle pool with this configuration.
+        let r = unsafe { &*r };
+        let Some(sts) = r.sts() else { continue };
+        let host = sts.url.host.trim_start_matches('[').trim_end_matches(']');
+        if sts.address.is_some() || host.parse::<std::net::IpAddr>().is_ok() {
+            continue;
+        }
+        // SAFETY: the core location configuration of the block that made
+        // the source, merged by now; its resolver, when set, is live.
+        let servers = unsafe { sts.clcf.as_ref() }
+            .and_then(|c| unsafe { c.resolver.as_ref() })
+            .map_or(0, |res| res.connections.nelts);
+        if servers == 0 {
+            return Err(format!(
+                "no resolver defined to resolve {host} for the credentials from {}: add a \"resolver\" directive to the block (or sts_address=)",
+                r.description
+            ));
+        }
+    }
+    Ok(())
 }
 
 // SAFETY: LocConf is the type create_loc_conf allocates for this module.
@@ -189,7 +223,10 @@ unsafe extern "C" fn merge_loc_conf(
 ) -> *mut c_char {
     // SAFETY: both were allocated by create_loc_conf and are distinct.
     let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
-    match conf.merge_from(prev) {
+    match conf.merge_from(prev).and_then(|w| {
+        // SAFETY: cf is a merge's.
+        unsafe { assume_role(cf, conf) }.map(|()| w)
+    }) {
         Ok(warnings) => {
             for w in warnings {
                 ngx_conf_log_error!(NGX_LOG_WARN, cf, "{w}");
@@ -201,6 +238,53 @@ unsafe extern "C" fn merge_loc_conf(
             NGX_CONF_ERROR
         }
     }
+}
+
+/// `aws_assume_role` in a merged block with credentials: they now sign
+/// its STS calls, and the assumed role's credentials sign its requests.
+///
+/// # Safety
+/// `cf` must be the conf of a merge.
+unsafe fn assume_role(cf: *mut ngx_conf_t, conf: &mut LocConf) -> Result<(), String> {
+    let (Some(aws_signer::sources::Assume::Role(spec)), Some(creds)) =
+        (&conf.assume, &conf.credentials)
+    else {
+        return Ok(());
+    };
+    let (base, base_description) = creds.assume_base()?;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let sts = spec
+        .sts(conf.region.as_deref(), &env)
+        .map_err(|e| format!("\"aws_assume_role\": {e}"))?;
+    let description = spec.describe(&sts, &base_description);
+    let spec = spec.clone();
+    // SAFETY: cf is a merge's.
+    let source = unsafe {
+        conf::role_source(cf, &description, |cf| {
+            Ok(role::RoleSource::new(
+                "assume-role",
+                role::Kind::AssumeRole {
+                    role: spec.role,
+                    external_id: spec.external_id,
+                    base,
+                    // SAFETY: cf is a merge's.
+                    sts: conf::sts_context(cf, sts)?,
+                },
+                description.clone(),
+            ))
+        })
+    }
+    .map_err(|e| format!("\"aws_assume_role\": {e}"))?;
+    conf.credentials = Some(credentials::Credentials::new(
+        credentials::Source::Role {
+            role: source,
+            region: conf.region.clone().unwrap_or_default(),
+            service: conf.service.clone().unwrap_or_else(|| "s3".into()),
+        },
+        String::new(),
+        None,
+    ));
+    Ok(())
 }
 
 static NGX_HTTP_AWS_AUTH_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {

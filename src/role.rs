@@ -17,7 +17,10 @@ use std::ptr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use aws_signer::creds::{self, HttpEndpoint, RoleCredentials};
+use aws_signer::creds::{self, RoleCredentials};
+pub use aws_signer::sources::{Assume, Container, Imds, RoleRequest, StsSpec};
+
+use crate::fetch::FetchError;
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t,
@@ -33,23 +36,57 @@ const LAYOUT: u32 = 1;
 const MAGIC: u64 = 0x6177_735f_6175_7468; // "aws_auth"
 /// Size of each source's zone (nginx wants at least eight pages).
 const ZONE_SIZE: usize = 64 * 1024;
-/// How long a fetch may hold the lease before another worker may try.
-const LEASE_MS: i64 = 8_000;
+/// How long a fetch may hold the lease before another worker may try
+/// (longer than any fetch: an STS call waits up to 5 s for its base, then
+/// up to 10 s).
+const LEASE_MS: i64 = 30_000;
 /// How often an idle worker looks at the zone.
 const CHECK_MS: i64 = 1_000;
 
 /// What a source speaks.
 pub enum Kind {
     /// EC2 instance metadata: IMDSv2, IMDSv1 only when allowed.
-    Imds {
-        role: Option<String>,
-        v1_fallback: bool,
-    },
+    Imds(Imds),
     /// The container endpoint: ECS task roles, EKS Pod Identity.
-    Container {
-        token: Option<Zeroizing<String>>,
-        token_file: Option<String>,
+    Container(Container),
+    /// STS `AssumeRoleWithWebIdentity` (EKS IRSA): unsigned, the token
+    /// from a file read again at every refresh.
+    WebIdentity {
+        role: RoleRequest,
+        token_file: String,
+        sts: Sts,
     },
+    /// STS `AssumeRole`, signed with base credentials.
+    AssumeRole {
+        role: RoleRequest,
+        external_id: Option<String>,
+        base: Base,
+        sts: Sts,
+    },
+}
+
+/// An STS endpoint: URL, signing region, an address to use instead of
+/// resolving the name, the TLS client context, nginx's resolver.
+pub struct Sts {
+    pub url: creds::Url,
+    pub region: String,
+    pub address: Option<std::net::SocketAddr>,
+    pub ssl: *mut ngx::ffi::ngx_ssl_t,
+    /// The core location configuration whose `resolver` finds the name.
+    pub clcf: *mut ngx::ffi::ngx_http_core_loc_conf_t,
+}
+
+/// What signs an `AssumeRole` call.
+pub enum Base {
+    /// An access key and secret (`aws_secret_key_file`), with a session
+    /// token when there is one.
+    Keys {
+        access_key: String,
+        secret: Zeroizing<Vec<u8>>,
+        token: Option<Zeroizing<String>>,
+    },
+    /// Another source's credentials (instance, container, web identity).
+    Role(&'static RoleSource),
 }
 
 /// A fixed-size field of the shared state.
@@ -122,12 +159,9 @@ pub struct NotReady {
 
 /// A configured source of role credentials.
 pub struct RoleSource {
-    /// `imds`, `ecs` or `eks-pod-identity`.
+    /// `imds`, `ecs`, `eks-pod-identity`, `web-identity` or `assume-role`.
     pub name: &'static str,
     pub kind: Kind,
-    /// The metadata service (its address; the paths are IMDS's), or the
-    /// container endpoint's full URI.
-    pub endpoint: HttpEndpoint,
     /// What the source is, for logs and the zone's name: never a secret.
     pub description: String,
     shared: Cell<*mut Shared>,
@@ -140,16 +174,10 @@ pub fn now_ms() -> i64 {
 }
 
 impl RoleSource {
-    pub fn new(
-        name: &'static str,
-        kind: Kind,
-        endpoint: HttpEndpoint,
-        description: String,
-    ) -> RoleSource {
+    pub fn new(name: &'static str, kind: Kind, description: String) -> RoleSource {
         RoleSource {
             name,
             kind,
-            endpoint,
             description,
             shared: Cell::new(ptr::null_mut()),
             local: RefCell::new(None),
@@ -381,7 +409,7 @@ fn take_lease(shared: &Shared, now: i64) -> bool {
 fn store(
     src: &RoleSource,
     shared: &Shared,
-    result: Result<RoleCredentials, String>,
+    result: Result<RoleCredentials, FetchError>,
     log: *mut ngx::ffi::ngx_log_t,
 ) {
     let now = now_ms();
@@ -432,10 +460,19 @@ fn store(
                 );
             }
         }
-        Err(e) => {
+        Err(FetchError {
+            message: e,
+            slow_down,
+        }) => {
             let (retry, expiration) = {
                 let mut s = shared.state.write();
-                let retry = creds::retry_after_ms(s.failures, random());
+                // asked to slow down (throttled): wait as after two more failures
+                let steps = if slow_down {
+                    s.failures + 2
+                } else {
+                    s.failures
+                };
+                let retry = creds::retry_after_ms(steps, random());
                 s.failures = s.failures.saturating_add(1);
                 s.next_ms = now + retry;
                 s.error_ms = now;
@@ -461,137 +498,12 @@ fn store(
     }
 }
 
-/// Default EKS Pod Identity endpoint and token file.
-const EKS_URI: &str = "http://169.254.170.23/v1/credentials";
-const EKS_TOKEN_FILE: &str =
-    "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token";
-
-/// Parses `aws_credentials SOURCE [name=value ...]`, with the standard AWS
-/// variables from `env` where no parameter says otherwise. Returns the
-/// source's name, kind, endpoint and description.
-pub fn parse_source(
-    args: &[&[u8]],
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(&'static str, Kind, HttpEndpoint, String), String> {
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let Some((first, params)) = args.split_first() else {
-        return Err("a source is needed: imds, ecs or eks-pod-identity".into());
-    };
-    let mut given: Vec<(String, String)> = Vec::new();
-    for p in params {
-        let p = text(p);
-        let Some((k, v)) = p.split_once('=') else {
-            return Err(format!("invalid parameter \"{p}\", expected name=value"));
-        };
-        if given.iter().any(|(g, _)| g == k) {
-            return Err(format!("parameter \"{k}\" is given twice"));
+impl RoleSource {
+    /// The STS endpoint the source calls, if it calls STS.
+    pub fn sts(&self) -> Option<&Sts> {
+        match &self.kind {
+            Kind::WebIdentity { sts, .. } | Kind::AssumeRole { sts, .. } => Some(sts),
+            _ => None,
         }
-        given.push((k.to_owned(), v.to_owned()));
-    }
-    let allowed = |names: &[&str]| -> Result<(), String> {
-        match given.iter().find(|(k, _)| !names.contains(&k.as_str())) {
-            Some((k, _)) => Err(format!(
-                "unknown parameter \"{k}\" (allowed: {})",
-                names.join(", ")
-            )),
-            None => Ok(()),
-        }
-    };
-    let param = |k: &str| given.iter().find(|(g, _)| g == k).map(|(_, v)| v.clone());
-    let source = text(first).to_ascii_lowercase();
-    match source.as_str() {
-        "imds" => {
-            allowed(&["endpoint", "role", "imdsv1"])?;
-            let url = match (param("endpoint"), env("AWS_EC2_METADATA_SERVICE_ENDPOINT")) {
-                (Some(u), _) | (None, Some(u)) => u,
-                (None, None) => match env("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE") {
-                    Some(m) if m.eq_ignore_ascii_case("ipv6") => "http://[fd00:ec2::254]".into(),
-                    _ => "http://169.254.169.254".into(),
-                },
-            };
-            let endpoint = creds::parse_http_endpoint(url.trim_end_matches('/'))?;
-            let v1_disabled =
-                env("AWS_EC2_METADATA_V1_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-            let v1_fallback = match param("imdsv1").as_deref() {
-                None => false,
-                Some(v) if v.eq_ignore_ascii_case("on") => !v1_disabled,
-                Some(v) if v.eq_ignore_ascii_case("off") => false,
-                Some(v) => {
-                    return Err(format!(
-                        "invalid imdsv1=\"{v}\", it must be \"on\" or \"off\""
-                    ))
-                }
-            };
-            let role = param("role");
-            if let Some(r) = &role {
-                if r.is_empty()
-                    || !r
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
-                {
-                    return Err(format!("invalid role name \"{r}\""));
-                }
-            }
-            let description = format!(
-                "imds ({}{}{})",
-                url.trim_end_matches('/'),
-                role.as_deref()
-                    .map(|r| format!(", role {r}"))
-                    .unwrap_or_default(),
-                if v1_fallback { ", IMDSv1 fallback" } else { "" }
-            );
-            Ok((
-                "imds",
-                Kind::Imds { role, v1_fallback },
-                endpoint,
-                description,
-            ))
-        }
-        "ecs" | "eks-pod-identity" => {
-            allowed(&["uri", "token_file"])?;
-            let eks = source == "eks-pod-identity";
-            let relative = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
-            let uri = match (param("uri"), relative, env("AWS_CONTAINER_CREDENTIALS_FULL_URI")) {
-                (Some(u), ..) => u,
-                (None, Some(rel), _) if !eks => format!("http://169.254.170.2{rel}"),
-                (None, _, Some(full)) => full,
-                (None, ..) if eks => EKS_URI.into(),
-                (None, ..) => {
-                    return Err(
-                        "no container endpoint: neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor AWS_CONTAINER_CREDENTIALS_FULL_URI is set in nginx's environment, and no uri= is given"
-                            .into(),
-                    )
-                }
-            };
-            let endpoint = creds::parse_http_endpoint(&uri)?;
-            if !creds::is_container_address(endpoint.addr.ip()) {
-                return Err(format!(
-                    "\"{uri}\": a container credentials endpoint over http must be a loopback address, 169.254.170.2, 169.254.170.23 or fd00:ec2::23"
-                ));
-            }
-            let token_file = param("token_file")
-                .or_else(|| env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"))
-                .or_else(|| eks.then(|| EKS_TOKEN_FILE.to_owned()));
-            let token = match &token_file {
-                Some(_) => None,
-                None => env("AWS_CONTAINER_AUTHORIZATION_TOKEN").map(Zeroizing::new),
-            };
-            let auth = match (&token_file, &token) {
-                (Some(f), _) => format!(", token file {f}"),
-                (None, Some(_)) => ", token from AWS_CONTAINER_AUTHORIZATION_TOKEN".into(),
-                (None, None) => String::new(),
-            };
-            let name = if eks { "eks-pod-identity" } else { "ecs" };
-            let description = format!("{name} ({uri}{auth})");
-            Ok((
-                name,
-                Kind::Container { token, token_file },
-                endpoint,
-                description,
-            ))
-        }
-        other => Err(format!(
-            "unknown source \"{other}\", it must be imds, ecs or eks-pod-identity"
-        )),
     }
 }

@@ -194,17 +194,7 @@ pub fn parse_http_endpoint(url: &str) -> Result<HttpEndpoint, String> {
     let ip: IpAddr = host
         .parse()
         .map_err(|_| format!("\"{url}\": the host must be an IP address (no name is resolved)"))?;
-    let port = match port {
-        None => 80,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("\"{url}\": invalid port"))?,
-    };
-    if path.bytes().any(|b| b <= b' ' || b >= 0x7f) {
-        return Err(format!("\"{url}\": the path holds spaces or control bytes"));
-    }
+    let port = port_and_path(port, 80, path, url)?;
     let host = if authority.is_empty() {
         return Err(format!("\"{url}\": no host"));
     } else {
@@ -213,6 +203,93 @@ pub fn parse_http_endpoint(url: &str) -> Result<HttpEndpoint, String> {
     Ok(HttpEndpoint {
         addr: SocketAddr::new(ip, port),
         host,
+        path: path.to_owned(),
+    })
+}
+
+/// An `http://` or `https://` URL: scheme, host (a name or an address),
+/// port and path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Url {
+    /// `https`.
+    pub tls: bool,
+    /// The host as written (brackets kept for IPv6).
+    pub host: String,
+    /// The port (80 or 443 by default).
+    pub port: u16,
+    /// The path, `/` at least.
+    pub path: String,
+}
+
+impl Url {
+    /// The host as an address, when it is one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()
+    }
+
+    /// The `Host` header value: the host, and the port unless the scheme's.
+    pub fn authority(&self) -> String {
+        if self.port == if self.tls { 443 } else { 80 } {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The port of a URL (`default` when not written; never 0), once its path
+/// is checked for spaces and control bytes.
+fn port_and_path(port: Option<&str>, default: u16, path: &str, url: &str) -> Result<u16, String> {
+    if path.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+        return Err(format!("\"{url}\": the path holds spaces or control bytes"));
+    }
+    match port {
+        None => Ok(default),
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("\"{url}\": invalid port")),
+    }
+}
+
+/// Parses `http[s]://HOST[:PORT][/PATH]`; HOST is a DNS name or an address.
+pub fn parse_url(url: &str) -> Result<Url, String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(format!("\"{url}\" is not an http:// or https:// URL"));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = if authority.starts_with('[') {
+        let end = authority
+            .find(']')
+            .ok_or_else(|| format!("\"{url}\": unterminated IPv6 address"))?;
+        (&authority[..=end], authority[end + 1..].strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':');
+    if host.is_empty() || !host.chars().all(name_ok) {
+        return Err(format!("\"{url}\": invalid host"));
+    }
+    let port = port_and_path(port, if tls { 443 } else { 80 }, path, url)?;
+    Ok(Url {
+        tls,
+        host: host.to_ascii_lowercase(),
+        port,
         path: path.to_owned(),
     })
 }
@@ -341,6 +418,22 @@ mod tests {
         assert!(parse_http_endpoint("http://127.0.0.1/a b").is_err());
         assert!(is_container_address("169.254.170.2".parse().unwrap()));
         assert!(!is_container_address("10.0.0.1".parse().unwrap()));
+        let u = parse_url("https://STS.eu-west-1.amazonaws.com").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "sts.eu-west-1.amazonaws.com", 443, "/")
+        );
+        assert_eq!(u.authority(), "sts.eu-west-1.amazonaws.com");
+        let u = parse_url("https://sts.test:8443/x").unwrap();
+        assert_eq!(
+            (u.port, u.authority().as_str(), u.ip()),
+            (8443, "sts.test:8443", None)
+        );
+        assert_eq!(
+            parse_url("http://[::1]:9/").unwrap().ip(),
+            Some("::1".parse().unwrap())
+        );
+        assert!(parse_url("ftp://x").is_err() && parse_url("https://a b/").is_err());
         assert_eq!(source_id("imds http://a"), source_id("imds http://a"));
         assert_ne!(source_id("imds http://a"), source_id("imds http://b"));
     }

@@ -9,15 +9,26 @@ use zeroize::Zeroizing;
 /// Largest answer accepted (head and body): credentials are a few KiB.
 pub const MAX_ANSWER: usize = 64 * 1024;
 
-/// Writes a request: `METHOD PATH HTTP/1.1`, `Host`, the headers, an
-/// empty body, `Connection: close`.
+/// Writes a request: `METHOD PATH HTTP/1.1`, `Host`, the headers,
+/// `Content-Length`, `Connection: close`, then the body.
 pub fn request(
     method: &str,
     host: &str,
     path: &str,
     headers: &[(&str, &str)],
+    body: &[u8],
 ) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(256));
+    // sized once: a reallocation would leave a copy of a token behind
+    let size = 128
+        + method.len()
+        + host.len()
+        + path.len()
+        + headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum::<usize>()
+        + body.len();
+    let mut out = Zeroizing::new(Vec::with_capacity(size));
     for part in [method, " ", path, " HTTP/1.1\r\nHost: ", host, "\r\n"] {
         out.extend_from_slice(part.as_bytes());
     }
@@ -26,9 +37,15 @@ pub fn request(
             out.extend_from_slice(part.as_bytes());
         }
     }
-    out.extend_from_slice(
-        b"Content-Length: 0\r\nConnection: close\r\nUser-Agent: ngx_aws_auth\r\n\r\n",
-    );
+    let length = body.len().to_string();
+    for part in [
+        "Content-Length: ",
+        &length,
+        "\r\nConnection: close\r\nUser-Agent: ngx_aws_auth\r\n\r\n",
+    ] {
+        out.extend_from_slice(part.as_bytes());
+    }
+    out.extend_from_slice(body);
     out
 }
 
@@ -176,6 +193,7 @@ mod tests {
             "169.254.169.254",
             "/latest/api/token",
             &[("X-aws-ec2-metadata-token-ttl-seconds", "21600")],
+            b"",
         );
         assert_eq!(
             std::str::from_utf8(&r).unwrap(),

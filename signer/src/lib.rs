@@ -53,6 +53,8 @@ pub mod creds;
 pub mod hash;
 pub mod http1;
 pub mod policy;
+pub mod sources;
+pub mod sts;
 pub mod wire;
 
 use sha2::{Digest, Sha256};

@@ -132,6 +132,8 @@ def _nginx_factory(nginx_bin, base_dir, request):
     for mock in getattr(request.node, "aws_mocks", []):
         for i, (token, _) in enumerate(list(mock.issued)):
             secrets.update(harness.secret_forms(f"role session token {i}", token))
+        for i, value in enumerate(getattr(mock, "secrets", [])):
+            secrets.update(harness.secret_forms(f"mock secret {i}", value))
     for proxy in getattr(request.node, "aws_recorders", []):
         for rec in proxy.requests:
             for value in rec.values("authorization"):

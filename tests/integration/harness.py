@@ -411,6 +411,22 @@ def check_signed_request(
     return parsed
 
 
+def check_role_signed(recorder: "RecordingProxy", issuer) -> list[str]:
+    """Every request `recorder` saw verifies with botocore and carries a
+    session token `issuer` (a credentials mock with ``token_valid_at``)
+    handed out, valid when the request was signed; returns the distinct
+    tokens seen."""
+    tokens = []
+    for rec in recorder.requests:
+        check_signed_request(rec)
+        token = rec.header("x-amz-security-token")
+        sent = amz_date_to_unix(rec.header("x-amz-date"))
+        assert issuer.token_valid_at(token, sent), f"token not issued or expired at {sent}"
+        if token not in tokens:
+            tokens.append(token)
+    return tokens
+
+
 # --------------------------------------------------------------------------
 # Raw HTTP client
 # --------------------------------------------------------------------------
@@ -595,6 +611,38 @@ def worker_pids(ng: "Nginx") -> list[str]:
     # under valgrind the workers take a while to appear
     wait_until(lambda: pids(), 60, "nginx's workers")
     return pids()
+
+
+def wrk_with_reloads(ng: "Nginx", path: str, seconds: int, before_reload=None) -> tuple[int, int, str]:
+    """wrk drives GETs of `path` for `seconds` (8 connections, one request
+    each: a graceful reload closes idle keep-alive connections, and a
+    client racing that close sees an error that has nothing to do with
+    signing) while nginx is reloaded every 2 s (`before_reload(n)` runs
+    before the n-th). Fails when wrk saw a socket error or a non-2xx/3xx
+    answer, or nginx crashed; returns (requests, reloads, wrk's output)."""
+    wrk = shutil.which("wrk")
+    if not wrk:
+        raise AssertionError("wrk is not installed (scripts/common.sh installs Debian's wrk)")
+    load = subprocess.Popen([wrk, "-t1", "-c8", f"-d{seconds}s", "--latency", "-H", "Connection: close",
+                             f"http://127.0.0.1:{ng.port}{path}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    reloads = 0
+    t0 = time.time()
+    while load.poll() is None and time.time() - t0 < seconds + 10:
+        time.sleep(2)
+        if before_reload is not None:
+            before_reload(reloads)
+        os.kill(ng.proc.pid, signal.SIGHUP)
+        reloads += 1
+    out, _ = load.communicate(timeout=seconds + 30)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    assert "Non-2xx or 3xx responses" not in out, out
+    assert "Socket errors" not in out, out
+    assert reloads >= seconds // 2 - 2, reloads
+    log = ng.error_log()
+    assert "exited on signal" not in log and "[alert]" not in log, log[-3000:]
+    assert "[emerg]" not in log, log[-3000:]
+    return total, reloads, out
 
 
 # --------------------------------------------------------------------------

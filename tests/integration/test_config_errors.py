@@ -32,6 +32,15 @@ def cfg(server: str = "", location: str = "", http: str = "") -> str:
     }}"""
 
 
+ARN = "arn:aws:iam::111122223333:role/s3-reader"
+ADDR = "sts_endpoint=https://sts.test sts_address=127.0.0.1:9443"
+IMDS = "aws_region us-east-1;\naws_s3_bucket b;\naws_credentials imds;\n"
+
+
+def assume(params: str = "") -> str:
+    return f"aws_assume_role {ARN} {params};\n"
+
+
 def keys(ak: str | None = AK, scope: str | None = SCOPE, key: str | None = KEY) -> str:
     out = []
     if ak is not None:
@@ -177,6 +186,36 @@ BAD = [
                                        "aws_sign;"), ["aws_credentials"]),
     ("credentials_twice", cfg("aws_region us-east-1;\naws_credentials imds;\naws_credentials imds;", "aws_sign;"),
      ["aws_credentials"]),
+    # STS: aws_assume_role and aws_credentials web-identity
+    ("assume_role_not_a_role_arn", cfg(IMDS + "aws_assume_role arn:aws:s3:::bucket;", "aws_sign;"),
+     ["aws_assume_role"]),
+    ("assume_role_with_signing_key", cfg(keys() + "\naws_region us-east-1;\n" + assume(), "aws_sign;"),
+     ["aws_assume_role"]),
+    ("assume_role_sts_over_http", cfg(IMDS + assume("sts_endpoint=http://sts.test"), "aws_sign;"),
+     ["aws_assume_role"]),
+    ("assume_role_sts_with_path", cfg(IMDS + assume("sts_endpoint=https://sts.test/sts"), "aws_sign;"),
+     ["aws_assume_role"]),
+    ("assume_role_duration_short", cfg(IMDS + assume(f"duration=899 {ADDR}"), "aws_sign;"), ["aws_assume_role"]),
+    ("assume_role_duration_long", cfg(IMDS + assume(f"duration=43201 {ADDR}"), "aws_sign;"), ["aws_assume_role"]),
+    ("assume_role_external_id_short", cfg(IMDS + assume(f"external_id=x {ADDR}"), "aws_sign;"),
+     ["aws_assume_role"]),
+    ("assume_role_session_name_short", cfg(IMDS + assume(f"session_name=x {ADDR}"), "aws_sign;"),
+     ["aws_assume_role"]),
+    ("assume_role_unknown_param", cfg(IMDS + assume(f"role_arn=x {ADDR}"), "aws_sign;"), ["aws_assume_role"]),
+    ("assume_role_bad_address", cfg(IMDS + assume("sts_address=localhost"), "aws_sign;"), ["aws_assume_role"]),
+    ("assume_role_twice", cfg(IMDS + assume(ADDR) + assume(ADDR), "aws_sign;"), ["aws_assume_role"]),
+    ("assume_role_off_with_params", cfg(IMDS + "aws_assume_role off duration=900;", "aws_sign;"),
+     ["aws_assume_role"]),
+    ("assume_role_missing_ca", cfg(IMDS + assume(f"{ADDR} ca=/nonexistent/ca.pem"), "aws_sign;"),
+     ["aws_assume_role"]),
+    ("assume_role_needs_a_resolver", cfg(IMDS + assume(), "aws_sign;"), ["resolver"]),
+    ("web_identity_without_role", cfg("aws_region us-east-1;\naws_credentials web-identity token_file=/t;",
+                                      "aws_sign;"), ["aws_credentials"]),
+    ("web_identity_without_token_file", cfg(f"aws_region us-east-1;\naws_credentials web-identity role_arn={ARN};",
+                                            "aws_sign;"), ["aws_credentials"]),
+    ("web_identity_needs_a_resolver",
+     cfg(f"aws_region us-east-1;\naws_credentials web-identity role_arn={ARN} token_file=/t;", "aws_sign;"),
+     ["resolver"]),
 ]
 
 GOOD = [
@@ -230,6 +269,16 @@ GOOD = [
                                 "aws_sign;")),
     ("credentials_replace_inherited_keys",
      cfg(keys() + "\naws_region us-east-1;", "aws_credentials imds;\naws_sign;")),
+    ("assume_role_over_imds_with_resolver",
+     cfg(IMDS + assume("external_id=Zx9-ab:c duration=3600 session_name=web@nginx"), "aws_sign;",
+         http="resolver 127.0.0.1 ipv6=off;")),
+    ("assume_role_regional_endpoint_in_china", cfg("resolver 127.0.0.1;\naws_region cn-north-1;\n"
+                                                   "aws_credentials imds;\n" + assume(), "aws_sign;")),
+    ("assume_role_in_location_off_below",
+     cfg(IMDS + assume(ADDR), "aws_sign;\nlocation /own/ { aws_assume_role off; proxy_pass http://127.0.0.1:9; }")),
+    ("web_identity_with_address",
+     cfg(f"aws_region us-east-1;\naws_credentials web-identity role_arn={ARN} token_file=/t session_name=n1 "
+         f"duration=900 {ADDR};", "aws_sign;")),
     ("forward_list_and_nested_none",
      cfg(keys() + "\naws_forward_amz_headers x-amz-checksum-mode x-amz-request-payer;",
          "aws_sign;\nlocation /x/ { aws_forward_amz_headers none; proxy_pass http://127.0.0.1:9; }")),

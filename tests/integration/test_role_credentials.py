@@ -11,12 +11,7 @@ log may hold."""
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import signal
 import statistics
-import subprocess
 import time
 
 import pytest
@@ -74,21 +69,6 @@ def get(ng) -> harness.Response:
     return ng.request("GET", f"/{BUCKET}/{OBJ}")
 
 
-def check_recorded(recorder, mock):
-    """Every request that reached S3 verifies with botocore and carries a
-    token the mock issued, valid when the request was made; returns the
-    distinct tokens seen."""
-    tokens = []
-    for rec in recorder.requests:
-        harness.check_signed_request(rec)
-        token = rec.header("x-amz-security-token")
-        sent = harness.amz_date_to_unix(rec.header("x-amz-date"))
-        assert mock.token_valid_at(token, sent), f"token not issued or expired at {sent}"
-        if token not in tokens:
-            tokens.append(token)
-    return tokens
-
-
 def test_imds_refreshes_once_for_all_workers(nginx, recorder, obj, imds):
     """GETs over two refreshes of 20 s credentials: all 200, signed with the
     current token; one fetch (token PUT + role + credentials) per refresh
@@ -100,7 +80,7 @@ def test_imds_refreshes_once_for_all_workers(nginx, recorder, obj, imds):
         statuses.append(get(nginx).status)
         time.sleep(0.1)
     assert set(statuses) == {200}, statuses
-    tokens = check_recorded(recorder, imds)
+    tokens = harness.check_role_signed(recorder, imds)
     fetches = imds.credential_fetches
     # fetched at start, refreshed every 13-16 s: 3 (or 4) sets in 34 s
     assert 3 <= fetches <= 4, fetches
@@ -130,7 +110,7 @@ def test_imdsv1_only_when_configured(make_nginx, recorder, obj, request):
         loose = make_nginx()
         start(loose, config(loose, recorder, f"imds endpoint={v1.url} imdsv1=on"), workers=1)
         harness.wait_until(lambda: get(loose).status == 200, 5, "a signed request")
-        check_recorded(recorder, v1)
+        harness.check_role_signed(recorder, v1)
     finally:
         v1.close()
 
@@ -164,7 +144,7 @@ def test_service_down_keeps_the_last_good_then_fails_closed_then_recovers(nginx,
         assert "not refreshed" in log
         mock.down = False
         harness.wait_until(lambda: get(nginx).status == 200, 25, "credentials again")
-        check_recorded(recorder, mock)
+        harness.check_role_signed(recorder, mock)
     finally:
         mock.close()
 
@@ -203,9 +183,6 @@ def test_reload_under_load_keeps_credentials(nginx, s3, obj, imds):
     error, and the new workers sign with the zone's credentials at once (no
     burst of fetches at each reload; a refresh in flight when its worker is
     told to exit is finished, not dropped)."""
-    wrk = shutil.which("wrk")
-    if not wrk:
-        pytest.fail("wrk is not installed (scripts/common.sh installs Debian's wrk)")
     nginx.log_level = "info"  # a debug log of 30 s of load would be huge
     start(nginx, f"""
     server {{
@@ -220,27 +197,10 @@ def test_reload_under_load_keeps_credentials(nginx, s3, obj, imds):
         }}
     }}""")
     assert get(nginx).status == 200
-    # one request per connection: a graceful reload closes idle keep-alive
-    # connections, which a client may race (HTTP semantics, not signing)
-    load = subprocess.Popen([wrk, "-t1", "-c8", "-d30s", "-H", "Connection: close",
-                             f"http://127.0.0.1:{nginx.port}/{BUCKET}/{OBJ}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    reloads = 0
-    t0 = time.time()
-    while load.poll() is None and time.time() - t0 < 40:
-        time.sleep(2)
-        os.kill(nginx.proc.pid, signal.SIGHUP)
-        reloads += 1
-    out, _ = load.communicate(timeout=60)
-    total = int(re.search(r"(\d+) requests in", out).group(1))
+    total, reloads, out = harness.wrk_with_reloads(nginx, f"/{BUCKET}/{OBJ}", 30)
     assert total > 1000, out
-    assert "Non-2xx or 3xx responses" not in out, out
-    assert "Socket errors" not in out, out
-    assert reloads >= 13, reloads
     # 20 s credentials over ~31 s: 2 or 3 sets, not one per reload or worker
     assert 2 <= imds.credential_fetches <= 3, (imds.credential_fetches, reloads)
-    log = nginx.error_log()
-    assert "exited on signal" not in log and "[alert]" not in log and "[emerg]" not in log
 
 
 @pytest.mark.parametrize("answer, line", [
@@ -279,7 +239,7 @@ def test_ecs_task_role_from_the_environment(nginx, recorder, obj, request):
                "AWS_CONTAINER_AUTHORIZATION_TOKEN": "ecs-task-secret-token"}
         start(nginx, config(nginx, recorder, "ecs"), workers=2, env=env)
         harness.wait_until(lambda: get(nginx).status == 200, 5, "a signed request")
-        check_recorded(recorder, mock)
+        harness.check_role_signed(recorder, mock)
         assert mock.count("GET", ContainerMock.PATH) == 1
         assert "ecs-task-secret-token" not in nginx.error_log()
     finally:
@@ -299,7 +259,7 @@ def test_eks_pod_identity_rereads_the_rotating_token_file(nginx, recorder, obj, 
         first = mock.credential_fetches
         harness.wait_until(lambda: mock.credential_fetches > first, 15, "a refresh with the new token")
         assert get(nginx).status == 200
-        check_recorded(recorder, mock)
+        harness.check_role_signed(recorder, mock)
         state = nginx.request("GET", "/state").body.decode().split()
         assert state[0] == "eks-pod-identity", state
     finally:
