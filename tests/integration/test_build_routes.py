@@ -30,6 +30,11 @@ CORE = [
     "tests/integration/test_behaviour.py",
     "tests/integration/test_uploads.py::test_curl_put_get_delete",
     "tests/integration/test_subrequests.py",
+    # role credentials, and STS over nginx's TLS and resolver (the fast ones)
+    "tests/integration/test_role_credentials.py::test_ecs_task_role_from_the_environment",
+    "tests/integration/test_sts.py::test_assume_role_signed_with_a_secret_key_file",
+    "tests/integration/test_sts.py::test_unverifiable_certificate_fails_closed",
+    "tests/integration/test_sts.py::test_sts_name_found_with_nginx_resolver",
 ]
 
 
