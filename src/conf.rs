@@ -566,7 +566,8 @@ unsafe extern "C" fn set_credentials(
                     sts: sts_context(cf, sts)?,
                 },
             };
-            Ok(RoleSource::new(name, kind, description))
+            let identity = description.clone();
+            Ok(RoleSource::new(name, kind, description, identity))
         })
     };
     match made {
@@ -618,14 +619,14 @@ unsafe extern "C" fn set_assume_role(
 /// `cf` must be the conf of a directive handler or of a merge.
 pub unsafe fn role_source(
     cf: *mut ngx_conf_t,
-    description: &str,
+    identity: &str,
     make: impl FnOnce(*mut ngx_conf_t) -> Result<RoleSource, String>,
 ) -> Result<&'static RoleSource, String> {
     // SAFETY: cf is valid while the configuration is read.
     let main = crate::Module::main_conf_mut(unsafe { &*cf }).ok_or("no http main configuration")?;
     if let Some(r) = main.roles.iter().copied().find(|r| {
         // SAFETY: every pointer in main.roles is a RoleSource in the cycle pool.
-        unsafe { (**r).description == description }
+        unsafe { (**r).identity == identity }
     }) {
         // SAFETY: as above; it lives as long as the configuration.
         return Ok(unsafe { &*r });

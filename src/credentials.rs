@@ -106,19 +106,46 @@ impl fmt::Display for Unavailable {
 
 impl Credentials {
     /// What can sign an STS `AssumeRole` call made for these credentials,
-    /// and how to name it: a secret with its access key (and token), or a
-    /// role source. A derived key signs for its own scope only.
-    pub fn assume_base(&self) -> Result<(Base, String), String> {
+    /// how to name it, and what tells it from another base: a secret with
+    /// its access key (and token), or a role source. A derived key signs
+    /// for its own scope only.
+    pub fn assume_base(&self) -> Result<(Base, String, String), String> {
         match &self.source {
-            Source::Role { role, .. } => Ok((Base::Role(role), role.description.clone())),
-            Source::Secret { secret, .. } => Ok((
-                Base::Keys {
-                    access_key: self.access_key.clone(),
-                    secret: secret.clone(),
-                    token: self.token.clone(),
-                },
-                format!("access key {}", self.access_key),
+            Source::Role { role, .. } => Ok((
+                Base::Role(role),
+                role.description.clone(),
+                role.identity.clone(),
             )),
+            Source::Secret { secret, .. } => {
+                let description = format!(
+                    "access key {}{}",
+                    self.access_key,
+                    if self.token.is_some() {
+                        " with a session token"
+                    } else {
+                        ""
+                    }
+                );
+                // the same key with another secret or token is another base
+                let mut material = Zeroizing::new(secret.to_vec());
+                material.push(0);
+                if let Some(t) = &self.token {
+                    material.extend_from_slice(t.as_bytes());
+                }
+                let identity = format!(
+                    "{description} {}",
+                    &aws_signer::sha256_hex(&material)[..16]
+                );
+                Ok((
+                    Base::Keys {
+                        access_key: self.access_key.clone(),
+                        secret: secret.clone(),
+                        token: self.token.clone(),
+                    },
+                    description,
+                    identity,
+                ))
+            }
             Source::Keys { .. } => Err(
                 "\"aws_assume_role\" signs its STS calls with a secret (aws_secret_key_file) or a role (aws_credentials), not with a derived signing key, which signs for its own scope only".into(),
             ),

@@ -4,9 +4,13 @@
 //! Never blocks a worker, needs no thread and no runtime. Every exchange
 //! has a deadline; every buffer that can hold a credential is wiped.
 //!
-//! Then the two protocols that hand out a role's credentials: the EC2
-//! instance metadata service (IMDSv2, optionally IMDSv1) and the container
-//! endpoint of ECS and EKS Pod Identity.
+//! TLS is nginx's own (`ngx_ssl_*`), verified: chain and host name. Names
+//! are resolved by nginx's resolver.
+//!
+//! Then the protocols that hand out a role's credentials: the EC2
+//! instance metadata service (IMDSv2, optionally IMDSv1), the container
+//! endpoint of ECS and EKS Pod Identity, and STS (`AssumeRole`, signed
+//! here, and `AssumeRoleWithWebIdentity`).
 
 use std::future::{poll_fn, Future};
 use std::net::{IpAddr, SocketAddr};
@@ -206,9 +210,8 @@ impl Conn {
             (*(*c).write).handler = Some(wake);
             (*(*c).read).log = log;
             (*(*c).write).log = log;
-            // A timer nginx does not cancel: a worker told to exit (a
-            // reload) finishes the exchange (and the refresh, and gives
-            // the lease back) before it goes, instead of dropping it.
+            // The exchange's deadline, on the connection (the whole fetch
+            // also keeps an uncancelable timer: see role::Fetching).
             ngx::ffi::ngx_add_timer((*c).read, timeout.as_millis() as ngx::ffi::ngx_msec_t);
         }
         Ok(conn)
@@ -532,7 +535,9 @@ async fn exchange_once(
     while sent < request.len() {
         sent += poll_fn(|cx| conn.as_mut().poll_write(cx, &request[sent..])).await?;
     }
-    let mut got = Zeroizing::new(Vec::with_capacity(4096));
+    // room for the largest answer read: a reallocation would leave a copy
+    // of the credentials behind
+    let mut got = Zeroizing::new(Vec::with_capacity(http1::MAX_ANSWER + 4096));
     let mut chunk = [0u8; 4096];
     loop {
         let n = poll_fn(|cx| conn.as_mut().poll_read(cx, &mut chunk)).await;
@@ -644,7 +649,8 @@ async fn sts_call(
     };
     let a = exchange(&t, "POST", &sts.url.path, headers, body).await?;
     aws_signer::sts::parse_answer(a.status, &a.body, now).map_err(|e| FetchError {
-        slow_down: e.throttled(),
+        // a throttling code, or a proxy's or endpoint's plain 429 or 503
+        slow_down: e.throttled() || matches!(a.status, 429 | 503),
         message: e.message,
     })
 }

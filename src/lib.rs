@@ -251,16 +251,24 @@ unsafe fn assume_role(cf: *mut ngx_conf_t, conf: &mut LocConf) -> Result<(), Str
     else {
         return Ok(());
     };
-    let (base, base_description) = creds.assume_base()?;
+    let (base, base_description, base_identity) = creds.assume_base()?;
+    if let (role::Base::Role(_), Some(d)) = (&base, spec.role.duration) {
+        if d > 3600 {
+            return Err(format!(
+                "\"aws_assume_role\": duration={d}: a role assumed with another role's credentials (role chaining) gets 3600 s at most"
+            ));
+        }
+    }
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let sts = spec
         .sts(conf.region.as_deref(), &env)
         .map_err(|e| format!("\"aws_assume_role\": {e}"))?;
     let description = spec.describe(&sts, &base_description);
+    let identity = spec.describe(&sts, &base_identity);
     let spec = spec.clone();
     // SAFETY: cf is a merge's.
     let source = unsafe {
-        conf::role_source(cf, &description, |cf| {
+        conf::role_source(cf, &identity, |cf| {
             Ok(role::RoleSource::new(
                 "assume-role",
                 role::Kind::AssumeRole {
@@ -271,6 +279,7 @@ unsafe fn assume_role(cf: *mut ngx_conf_t, conf: &mut LocConf) -> Result<(), Str
                     sts: conf::sts_context(cf, sts)?,
                 },
                 description.clone(),
+                identity.clone(),
             ))
         })
     }
@@ -310,6 +319,7 @@ pub static mut ngx_http_aws_auth_module: ngx_module_t = ngx_module_t {
     commands: ptr::addr_of_mut!(conf::COMMANDS) as *mut _,
     type_: NGX_HTTP_MODULE as _,
     init_process: Some(init_process),
+    exit_process: Some(exit_process),
     ..ngx_module_t::default()
 };
 
@@ -333,6 +343,16 @@ unsafe extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int_
         main.tasks.push(ngx::async_::spawn(role::refresh_loop(src)));
     }
     Status::NGX_OK.0
+}
+
+/// When a worker exits: its refresh tasks are dropped now, while nginx's
+/// resolver, connections and zones still exist (the configuration pool's
+/// cleanups, which would drop them later, free the resolver first).
+unsafe extern "C" fn exit_process(cycle: *mut ngx::ffi::ngx_cycle_t) {
+    // SAFETY: cycle is the live cycle of this process.
+    if let Some(main) = Module::main_conf_mut(unsafe { &*cycle }) {
+        main.tasks.clear();
+    }
 }
 
 /// Per-request state, in the request pool. Every signing output of one

@@ -1,5 +1,7 @@
-//! Role credentials fetched from the machine (`aws_credentials`): EC2
-//! instance metadata, the ECS and EKS Pod Identity container endpoint.
+//! Role credentials fetched at run time: from the machine
+//! (`aws_credentials`: EC2 instance metadata, the ECS and EKS Pod Identity
+//! container endpoint) and from STS (`aws_credentials web-identity`,
+//! `aws_assume_role` over another source or a secret).
 //!
 //! Each source has a shared memory zone, named after its description, so
 //! a reload finds the same zone (and its credentials) again. The zone holds
@@ -164,6 +166,10 @@ pub struct RoleSource {
     pub kind: Kind,
     /// What the source is, for logs and the zone's name: never a secret.
     pub description: String,
+    /// What makes the source another one: its description, and for a
+    /// base of keys a digest of the secret and token. Sources are shared
+    /// by it, and the zone is named after it.
+    pub identity: String,
     shared: Cell<*mut Shared>,
     local: RefCell<Option<Fetched>>,
 }
@@ -174,11 +180,17 @@ pub fn now_ms() -> i64 {
 }
 
 impl RoleSource {
-    pub fn new(name: &'static str, kind: Kind, description: String) -> RoleSource {
+    pub fn new(
+        name: &'static str,
+        kind: Kind,
+        description: String,
+        identity: String,
+    ) -> RoleSource {
         RoleSource {
             name,
             kind,
             description,
+            identity,
             shared: Cell::new(ptr::null_mut()),
             local: RefCell::new(None),
         }
@@ -207,7 +219,7 @@ impl RoleSource {
             let name = format!(
                 "aws_auth_{}_{}_v{LAYOUT}",
                 (*this).name,
-                creds::source_id(&(*this).description)
+                creds::source_id(&(*this).identity)
             );
             let mut zname = ngx_str_t {
                 len: name.len(),
@@ -386,12 +398,50 @@ pub async fn refresh_loop(src: &'static RoleSource) {
         let now = now_ms();
         let due = shared.state.read().next_ms <= now;
         if due && take_lease(shared, now) {
+            let _fetching = Fetching::start(shared, log);
             let result = crate::fetch::fetch(src, now / 1000).await;
             store(src, shared, result, log);
-            shared.lease_until_ms.store(0, Ordering::Release);
         }
         let wait = (shared.state.read().next_ms - now_ms()).clamp(50, CHECK_MS);
         ngx::async_::sleep(Duration::from_millis(wait as u64)).await;
+    }
+}
+
+/// Held while this worker fetches. A timer nginx does not cancel keeps a
+/// worker told to exit (a reload) running until the fetch ends, so the
+/// refresh is finished rather than dropped; and the lease is given back
+/// however the fetch ends, also when the task is dropped (the worker
+/// stops at once).
+struct Fetching<'a> {
+    shared: &'a Shared,
+    timer: Box<ngx::ffi::ngx_event_t>,
+}
+
+/// The guard timer's handler: the fetch outlived the lease; the worker
+/// may exit now (the fetch's own deadlines end it anyway).
+unsafe extern "C" fn guard_expired(_ev: *mut ngx::ffi::ngx_event_t) {}
+
+impl<'a> Fetching<'a> {
+    fn start(shared: &'a Shared, log: *mut ngx::ffi::ngx_log_t) -> Fetching<'a> {
+        // SAFETY: an all-zero event is a valid, idle event (nginx
+        // allocates them zeroed too); cancelable stays 0.
+        let mut timer: Box<ngx::ffi::ngx_event_t> = Box::new(unsafe { std::mem::zeroed() });
+        timer.handler = Some(guard_expired);
+        timer.log = log;
+        // SAFETY: the event is boxed (it does not move) and removed from
+        // the timer tree in drop, before it is freed.
+        unsafe { ngx::ffi::ngx_add_timer(&mut *timer, LEASE_MS as ngx::ffi::ngx_msec_t) };
+        Fetching { shared, timer }
+    }
+}
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        if self.timer.timer_set() != 0 {
+            // SAFETY: the event is in the timer tree (timer_set).
+            unsafe { ngx::ffi::ngx_del_timer(&mut *self.timer) };
+        }
+        self.shared.lease_until_ms.store(0, Ordering::Release);
     }
 }
 

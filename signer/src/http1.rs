@@ -152,7 +152,8 @@ pub fn read_answer(buf: &[u8], closed: bool) -> Result<Option<Answer>, AnswerErr
 
 /// Decodes a chunked body; `None` until the last chunk is there.
 fn dechunk(mut b: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, AnswerError> {
-    let mut out = Zeroizing::new(Vec::new());
+    // never grows: the body is shorter than its chunked form
+    let mut out = Zeroizing::new(Vec::with_capacity(b.len()));
     loop {
         let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
             return Ok(None);

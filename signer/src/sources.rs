@@ -218,9 +218,12 @@ pub fn parse_source(
             let role = role_request(arn, session_name, param("duration"))?;
             let sts = sts_spec(&param, env)?;
             let description = format!(
-                "web-identity ({}, session {}, token file {token_file}, {})",
+                "web-identity ({}, session {}{}, token file {token_file}, {})",
                 role.arn,
                 role.session_name,
+                role.duration
+                    .map(|d| format!(", {d} s"))
+                    .unwrap_or_default(),
                 sts.describe()
             );
             Ok(Parsed {
@@ -380,8 +383,9 @@ impl StsSpec {
     /// The endpoint, the address used instead of the name, the CA file.
     pub fn describe(&self) -> String {
         format!(
-            "{}{}{}",
+            "{} ({}){}{}",
             self.url.authority(),
+            self.region,
             self.address.map(|a| format!(" at {a}")).unwrap_or_default(),
             self.ca
                 .as_deref()
@@ -612,7 +616,7 @@ mod tests {
         assert_eq!(sts.address, Some("10.0.0.5:8443".parse().unwrap()));
         assert_eq!(sts.ca.as_deref(), Some("/etc/ca.pem"));
         assert!(description.contains(
-            "vpce-1.sts.eu-west-1.vpce.amazonaws.com:8443 at 10.0.0.5:8443, CA /etc/ca.pem"
+            "vpce-1.sts.eu-west-1.vpce.amazonaws.com:8443 (us-east-1) at 10.0.0.5:8443, CA /etc/ca.pem"
         ));
     }
 
@@ -670,7 +674,7 @@ mod tests {
         );
         assert_eq!(
             d,
-            "assume-role (arn:aws:iam::111122223333:role/s3-reader, session nginx-aws-auth, sts.us-west-2.amazonaws.com, signed with imds (http://169.254.169.254))"
+            "assume-role (arn:aws:iam::111122223333:role/s3-reader, session nginx-aws-auth, sts.us-west-2.amazonaws.com (us-west-2), signed with imds (http://169.254.169.254))"
         );
     }
 

@@ -31,7 +31,10 @@ pub fn endpoint(region: &str, legacy: bool) -> String {
 }
 
 fn form(pairs: &[(&str, &str)]) -> Zeroizing<String> {
-    let mut out = Vec::with_capacity(256);
+    // sized for the worst encoding: a reallocation would leave a copy of
+    // the token behind
+    let size = pairs.iter().map(|(k, v)| 3 * (k.len() + v.len()) + 2).sum();
+    let mut out = Zeroizing::new(Vec::with_capacity(size));
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push(b'&');
@@ -40,7 +43,8 @@ fn form(pairs: &[(&str, &str)]) -> Zeroizing<String> {
         out.push(b'=');
         encode_into(v.as_bytes(), false, &mut out);
     }
-    Zeroizing::new(String::from_utf8(out).unwrap_or_default())
+    // the buffer moves into the String, not copied
+    Zeroizing::new(String::from_utf8(std::mem::take(&mut *out)).unwrap_or_default())
 }
 
 /// The body of an `AssumeRole` call.
@@ -210,7 +214,8 @@ fn read_leaves(xml: &[u8]) -> Result<Leaves, String> {
     let mut reader = Reader::from_reader(xml);
     let mut leaves = Leaves::default();
     let mut current: Option<Vec<u8>> = None;
-    let mut text = Zeroizing::new(String::new());
+    // never grows (a reallocation would leave a secret behind)
+    let mut text = Zeroizing::new(String::with_capacity(xml.len()));
     loop {
         match reader.read_event() {
             Ok(Event::Start(e)) => {
@@ -298,8 +303,13 @@ pub fn parse_answer(status: u16, xml: &[u8], now: i64) -> Result<RoleCredentials
     if access_key_id.is_empty() || !access_key_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(bad("the STS AccessKeyId is not letters and digits".into()));
     }
-    if secret_access_key.is_empty() || token.is_empty() {
-        return Err(bad("the STS answer has an empty secret or token".into()));
+    // they go into request heads: printable ASCII only (an entity could
+    // have put a line break in)
+    let printable = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic());
+    if !printable(&secret_access_key) || !printable(&token) {
+        return Err(bad(
+            "the STS answer has an empty or unprintable secret or token".into(),
+        ));
     }
     let expiration = parse_rfc3339(&expiration).ok_or_else(|| {
         bad(format!(
@@ -369,6 +379,18 @@ mod tests {
         assert_eq!(c.access_key_id, "ASIAEXAMPLE");
         assert_eq!(c.secret_access_key.as_str(), "wJalr/K7MDENG+bPx&y");
         assert_eq!(c.token.as_str(), "IQoJb3Jp/Zz+==");
+        // an entity cannot smuggle a line break (or a space) into a header
+        for (from, to) in [
+            ("IQoJb3Jp/Zz+==", "IQoJ&#13;&#10;x-amz-acl: public-read"),
+            ("IQoJb3Jp/Zz+==", "IQoJ b3Jp"),
+            ("wJalr/K7MDENG+bPx&amp;y", "wJalr&#9;K7"),
+        ] {
+            let bad = String::from_utf8_lossy(xml).replace(from, to);
+            let e = parse_answer(200, bad.as_bytes(), NOW)
+                .err()
+                .expect("accepted");
+            assert!(e.message.contains("unprintable"), "{}", e.message);
+        }
     }
 
     #[test]

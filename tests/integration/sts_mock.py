@@ -115,7 +115,9 @@ class StsMock:
 
     def __init__(self, cert: tuple[str, str], ttl: float = 20.0, region: str = harness.REGION,
                  role_arn: str = ROLE_ARN, token_file: str | None = None,
-                 base_keys: dict[str, BaseKey] | None = None, external_id: str | None = None):
+                 base_keys: dict[str, BaseKey] | None = None, external_id: str | None = None,
+                 host: str = HOST):
+        self.host = host
         self.ttl = ttl
         self.region = region
         self.role_arn = role_arn
@@ -181,7 +183,7 @@ class StsMock:
 
     @property
     def endpoint(self) -> str:
-        return f"https://{self.HOST}:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     @property
     def address(self) -> str:
@@ -224,7 +226,7 @@ class StsMock:
                                                         self.error(400, code, why))[1]
         if path != "/":
             return bad(f"path {path!r}")
-        if headers.get("Host") != f"{self.HOST}:{self.port}":
+        if headers.get("Host") != f"{self.host}:{self.port}":
             return bad(f"Host {headers.get('Host')!r}")
         ctype = headers.get("Content-Type", "")
         if not ctype.startswith("application/x-www-form-urlencoded"):

@@ -24,6 +24,9 @@ import pytest
 import harness
 
 REPO = harness.REPO_ROOT
+# One cargo target directory for both routes: the dependencies compile once
+# (each route's output is used before the other builds).
+ROUTE_TARGET = os.path.join(REPO, "target", "route-build")
 # The core cases: every key and route, uploads, behaviour at the edges.
 CORE = [
     "tests/integration/test_s3_get.py",
@@ -68,7 +71,7 @@ def test_configure_add_dynamic_module(nginx_bin, tmp_path):
     # the same configuration as the vendored binary, built in this tree
     args = [a for a in configure_args(nginx_bin) if not a.startswith("--builddir")]
     assert "--with-compat" in args
-    env = dict(os.environ, NGX_AWS_AUTH_TARGET_DIR=os.path.join(REPO, "target", "addon-build"))
+    env = dict(os.environ, NGX_AWS_AUTH_TARGET_DIR=ROUTE_TARGET)
     configure = "./configure" if (tree / "configure").exists() else "auto/configure"
     p = subprocess.run([configure, *args, f"--add-dynamic-module={REPO}"], cwd=tree, env=env,
                        capture_output=True, text=True, timeout=300)
@@ -92,6 +95,7 @@ def system_module() -> str:
         pytest.skip("Debian's nginx and nginx-dev are not installed (scripts/test installs them "
                     "with apt-get where it can)")
     p = subprocess.run([os.path.join(REPO, "scripts", "build-for-system-nginx")], cwd=REPO,
+                       env=dict(os.environ, NGX_AWS_AUTH_TARGET_DIR=ROUTE_TARGET),
                        capture_output=True, text=True, timeout=1200)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     last = p.stdout.strip().splitlines()[-1]

@@ -209,6 +209,8 @@ BAD = [
     ("assume_role_missing_ca", cfg(IMDS + assume(f"{ADDR} ca=/nonexistent/ca.pem"), "aws_sign;"),
      ["aws_assume_role"]),
     ("assume_role_needs_a_resolver", cfg(IMDS + assume(), "aws_sign;"), ["resolver"]),
+    ("assume_role_chained_over_an_hour", cfg(IMDS + assume(f"duration=3601 {ADDR}"), "aws_sign;"),
+     ["aws_assume_role"]),
     ("web_identity_without_role", cfg("aws_region us-east-1;\naws_credentials web-identity token_file=/t;",
                                       "aws_sign;"), ["aws_credentials"]),
     ("web_identity_without_token_file", cfg(f"aws_region us-east-1;\naws_credentials web-identity role_arn={ARN};",

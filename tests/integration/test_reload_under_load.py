@@ -1,4 +1,4 @@
-"""Key rotation under load: wrk drives signed GETs for 30 s while the key
+"""Key rotation under load: wrk drives signed GETs for 20 s while the key
 file is replaced atomically and nginx reloaded (HUP) every 2 s. Every
 response must be 2xx and no worker may crash."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import harness
 from harness import BUCKET
 
-DURATION = int(os.environ.get("RELOAD_LOAD_SECONDS", "30"))
+DURATION = int(os.environ.get("RELOAD_LOAD_SECONDS", "20"))
 OBJ_KEY = "load/object.bin"
 OBJ_BODY = os.urandom(1024)
 

@@ -265,6 +265,27 @@ def test_sts_name_found_with_nginx_resolver(nginx, recorder, obj, mocks, ca, sts
         dns.close()
 
 
+def test_sts_endpoint_given_by_address(nginx, make_nginx, recorder, obj, mocks, ca, tmp_path):
+    """An endpoint written as an IP address: the certificate must name that
+    address (nginx's own host check knows DNS names only), no SNI."""
+    path, value = token_file(tmp_path)
+    good = mocks(StsMock, ca.issue("sts-by-ip.test", ["IP:127.0.0.1"]), ttl=20, token_file=str(path),
+                 host="127.0.0.1")
+    good.secrets.append(value)
+    start(nginx, f"aws_credentials web-identity role_arn={ROLE_ARN} token_file={path} "
+                 f"sts_endpoint={good.endpoint} ca={ca.cert};", recorder, workers=1)
+    harness.wait_until(lambda: get(nginx).status == 200, 5, "a signed request")
+    harness.check_role_signed(recorder, good)
+    # the same, with a certificate that names only a DNS name
+    other = mocks(StsMock, ca.issue("sts-no-ip.test"), ttl=20, token_file=str(path), host="127.0.0.1")
+    ng = make_nginx()
+    start(ng, f"aws_credentials web-identity role_arn={ROLE_ARN} token_file={path} "
+              f"sts_endpoint={other.endpoint} ca={ca.cert};", recorder, workers=1)
+    harness.wait_until(lambda: 'the certificate is not for "127.0.0.1"' in ng.error_log(), 5,
+                       "the refusal line")
+    assert other.calls == []
+
+
 @pytest.mark.parametrize("case", ["untrusted", "wrong-name"])
 def test_unverifiable_certificate_fails_closed(nginx, recorder, obj, mocks, ca, tmp_path, case):
     """A certificate no configured CA vouches for, or one for another
