@@ -386,9 +386,10 @@ mod tests {
             ("wJalr/K7MDENG+bPx&amp;y", "wJalr&#9;K7"),
         ] {
             let bad = String::from_utf8_lossy(xml).replace(from, to);
-            let e = parse_answer(200, bad.as_bytes(), NOW)
-                .err()
-                .expect("accepted");
+            let e = match parse_answer(200, bad.as_bytes(), NOW) {
+                Ok(_) => panic!("accepted {to}"),
+                Err(e) => e,
+            };
             assert!(e.message.contains("unprintable"), "{}", e.message);
         }
     }
