@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
+import socket
 import time
 
 import pytest
@@ -284,6 +286,33 @@ def test_sts_endpoint_given_by_address(nginx, make_nginx, recorder, obj, mocks, 
     harness.wait_until(lambda: 'the certificate is not for "127.0.0.1"' in ng.error_log(), 5,
                        "the refusal line")
     assert other.calls == []
+
+
+def test_worker_exit_during_a_name_lookup(make_nginx, recorder, obj, mocks, ca, sts_cert, tmp_path):
+    """A DNS server that never answers: a reload, then a stop, while STS
+    name lookups are pending in old and new workers. No worker crashes and
+    nothing is left open: the lookups are given up before nginx frees its
+    resolver."""
+    path, value = token_file(tmp_path)
+    sts = mocks(StsMock, sts_cert, ttl=20, token_file=str(path))
+    sts.secrets.append(value)
+    mute = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    mute.bind(("127.0.0.1", 0))
+    try:
+        ng = make_nginx()
+        start(ng, f"aws_credentials web-identity role_arn={ROLE_ARN} token_file={path} "
+                  f"sts_endpoint={sts.endpoint} ca={ca.cert};", recorder,
+              http=f"resolver 127.0.0.1:{mute.getsockname()[1]} ipv6=off;")
+        time.sleep(1)
+        os.kill(ng.proc.pid, signal.SIGHUP)
+        time.sleep(1.5)
+        ng.proc.send_signal(signal.SIGTERM)
+        ng.proc.wait(timeout=15)
+        log = ng.error_log()
+        assert "exited on signal" not in log and "[alert]" not in log, log[-3000:]
+        assert sts.calls == []
+    finally:
+        mute.close()
 
 
 @pytest.mark.parametrize("case", ["untrusted", "wrong-name"])
