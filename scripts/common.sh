@@ -1,7 +1,7 @@
 # Shared by scripts/demo and scripts/test: installs what is missing and
 # finds the built artefacts. Source it from the repository root.
 
-APT_PACKAGES="libclang-dev libpcre2-dev zlib1g-dev libssl-dev make pkg-config apache2-utils faketime wrk curl rclone libio-socket-ssl-perl openssl ca-certificates"
+APT_PACKAGES="libclang-dev libpcre2-dev zlib1g-dev libssl-dev make pkg-config apache2-utils faketime wrk curl rclone libio-socket-ssl-perl openssl ca-certificates valgrind"
 S3S_FS_VERSION="0.14.1"
 # module:pip-package (the pip name defaults to the module's); awscli and
 # s3cmd are the real clients of tests/integration/test_clients.py.
@@ -73,6 +73,24 @@ build_module() {
     fi
     NGINX_BIN="$PWD/$NGINX_BIN"
     export MODULE_SO NGINX_BIN
+}
+
+# The module with the cargo feature count-allocations (tests only), built
+# against the vendored nginx that build_module made, in its own target
+# directory: $NGX_COUNTING_MODULE.
+build_counting_module() {
+    log "building the allocation-counting module for the tests (target/count-allocations)"
+    local version src
+    version=$(awk '/^name = "nginx-src"$/ {getline; gsub(/"/, "", $3); print $3}' Cargo.lock)
+    src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"nginx-src-$version"/nginx 2>/dev/null | head -n 1)
+    if [ -z "$src" ]; then
+        echo "the vendored nginx source (nginx-src $version) is not in the cargo registry" >&2
+        return 1
+    fi
+    NGINX_SOURCE_DIR="$src" NGINX_BUILD_DIR="$(dirname "$NGINX_BIN")" \
+        cargo build --release --quiet --lib --features count-allocations --target-dir target/count-allocations
+    NGX_COUNTING_MODULE="$PWD/target/count-allocations/release/libngx_http_aws_auth_module.so"
+    export NGX_COUNTING_MODULE
 }
 
 free_port() {

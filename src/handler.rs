@@ -15,11 +15,12 @@
 //! filter learned, swap the buffer, answer a refusal without counting it
 //! against the upstream.
 
+use std::cell::RefCell;
 use std::ffi::c_void;
 use std::ptr;
 
 use aws_signer::policy::{self, Client, Refusal};
-use aws_signer::wire::{sign_head, signed_headers, Body, HeadSigning, SignedHead};
+use aws_signer::wire::{sign_head_in, signed_headers, Body, HeadSignature, HeadSigning, Workspace};
 use aws_signer::{Credentials, PathRules, EMPTY_PAYLOAD_SHA256, UNSIGNED_PAYLOAD};
 
 use crate::credentials::Unavailable;
@@ -28,7 +29,7 @@ use ngx::ffi::{
     ngx_chain_t, ngx_chain_writer, ngx_http_core_run_phases, ngx_http_finalize_request,
     ngx_http_read_client_request_body, ngx_http_request_body_filter_pt, ngx_http_request_t,
     ngx_http_top_request_body_filter, ngx_http_upstream_srv_conf_t, ngx_http_upstream_t, ngx_int_t,
-    ngx_list_push, ngx_log_t, ngx_palloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t,
+    ngx_list_push, ngx_log_t, ngx_pnalloc, ngx_str_t, ngx_table_elt_t,
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
     NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO,
 };
@@ -527,8 +528,14 @@ impl Refused {
     }
 }
 
+thread_local! {
+    /// This worker's signing buffers, reused from request to request: once
+    /// grown, signing a head allocates nothing.
+    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+}
+
 /// Signs the head at the start of the chain's first buffer in place: the
-/// buffer is pointed at a pool copy holding the signed head and whatever
+/// buffer is pointed at pool memory holding the signed head and whatever
 /// followed the old head. On refusal, logs one line and returns the status.
 ///
 /// # Safety
@@ -540,7 +547,13 @@ unsafe fn sign_first_buffer(
 ) -> Result<(), ngx_int_t> {
     let server_error = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     // SAFETY: r is live.
-    let (lc, log) = unsafe { (loc_conf(r).ok_or(server_error)?, (*(*r).connection).log) };
+    let (lc, log, pool) = unsafe {
+        (
+            loc_conf(r).ok_or(server_error)?,
+            (*(*r).connection).log,
+            (*r).pool,
+        )
+    };
     // SAFETY: the first buffer of the chain the proxy hands its writer: the
     // head it built, in memory.
     let b = unsafe { (*input).buf };
@@ -564,26 +577,31 @@ unsafe fn sign_first_buffer(
     };
     // SAFETY: r is live.
     let req = unsafe { Request::from_ngx_http_request(r) };
-    let debug = |signed: &SignedHead, token: Option<&str>| {
+    let debug = |sig: &HeadSignature, ws: &Workspace, token: Option<&str>| {
         ngx_log_debug_http!(
             req,
             "aws_auth: canonical request (session token redacted):\n{}",
-            redact_token(signed.signed.canonical_request(), token)
+            redact_token(sig.canonical_request(ws), token)
         );
-        ngx_log_debug_http!(
-            req,
-            "aws_auth: string to sign:\n{}",
-            signed.signed.string_to_sign()
-        );
+        ngx_log_debug_http!(req, "aws_auth: string to sign:\n{}", sig.string_to_sign(ws));
+    };
+    let mut place = |len: usize| -> Option<&mut [u8]> {
+        // SAFETY: pool is the request's; the memory lives as long as the
+        // request, and is only reached through this slice until the buffer
+        // is pointed at it.
+        unsafe {
+            let mem = ngx_pnalloc(pool, len.max(1)) as *mut u8;
+            (!mem.is_null()).then(|| std::slice::from_raw_parts_mut(mem, len))
+        }
     };
     let outcome = match bytes {
         None => Err(Refused::server_error(
             LogReason::Head,
             "the upstream request head is not in memory (answering 500)".into(),
         )),
-        Some(bytes) => sign_wire_head(lc, ctx, bytes, &client, &debug),
+        Some(bytes) => sign_wire_head(lc, ctx, bytes, &client, &debug, &mut place),
     };
-    let (signed, old_len, token) = match outcome {
+    let (mem, auth, token) = match outcome {
         Ok(s) => s,
         Err(refused) => {
             // SAFETY: r is live; its upstream is the one being sent. The
@@ -601,38 +619,23 @@ unsafe fn sign_first_buffer(
             return Err(refused.status);
         }
     };
-    // SAFETY: b is the live first buffer, holding at least the old head
-    // (old_len bytes from pos); the new head and the rest of the old
-    // buffer are copied into one pool allocation that lives as long as the
-    // request, and the buffer is pointed at it.
+    let total = mem.len();
+    let start = mem.as_mut_ptr();
+    // SAFETY: start..start+total is request pool memory holding the signed
+    // head then the rest of the old buffer; the buffer is pointed at it.
     unsafe {
-        let rest_start = (*b).pos.add(old_len);
-        let rest_len = (*b).last.offset_from(rest_start) as usize;
-        let total = signed.head.len() + rest_len;
-        let mem = ngx_palloc((*r).pool, total) as *mut u8;
-        if mem.is_null() {
+        if token && !crate::wipe_with_pool(pool, start, total) {
             return Err(server_error);
         }
-        ptr::copy_nonoverlapping(signed.head.as_ptr(), mem, signed.head.len());
-        ptr::copy_nonoverlapping(rest_start, mem.add(signed.head.len()), rest_len);
-        if token && !crate::wipe_with_pool((*r).pool, mem, signed.head.len()) {
-            return Err(server_error);
-        }
-        (*b).start = mem;
-        (*b).pos = mem;
-        (*b).last = mem.add(total);
-        (*b).end = mem.add(total);
+        (*b).start = start;
+        (*b).pos = start;
+        (*b).last = start.add(total);
+        (*b).end = start.add(total);
         (*b).set_temporary(1);
-
-        let auth = signed.signed.authorization().as_bytes();
-        let a = ngx_pnalloc((*r).pool, auth.len()) as *mut u8;
-        if !a.is_null() {
-            ptr::copy_nonoverlapping(auth.as_ptr(), a, auth.len());
-            ctx.authorization = ngx_str_t {
-                len: auth.len(),
-                data: a,
-            };
-        }
+        ctx.authorization = ngx_str_t {
+            len: auth.len(),
+            data: start.add(auth.start),
+        };
     }
     Ok(())
 }
@@ -640,17 +643,20 @@ unsafe fn sign_first_buffer(
 /// The decision and the signing, for the head at the start of `bytes`:
 /// the credentials for the request's UTC day, the location's policy for
 /// their service, the payload hash the body filter computed (when it is
-/// the body going out), then the signed head (given to `debug` with the
-/// session token to redact), the length of the head it replaces, and
-/// whether it carries a session token. Records the `x-amz-content-sha256`
-/// value sent in `ctx`.
-fn sign_wire_head(
+/// the body going out), then the signed head written into memory from
+/// `place`, followed by what came after the old head in `bytes`. The
+/// canonical request and string to sign go to `debug` with the session
+/// token to redact. Returns the memory, where the `Authorization` value
+/// is in it, and whether it carries a session token. Records the
+/// `x-amz-content-sha256` value sent in `ctx`.
+fn sign_wire_head<'p>(
     lc: &LocConf,
     ctx: &mut RequestCtx,
     bytes: &[u8],
     client: &Client<'_>,
-    debug: &dyn Fn(&SignedHead, Option<&str>),
-) -> Result<(SignedHead, usize, bool), Refused> {
+    debug: &dyn Fn(&HeadSignature, &Workspace, Option<&str>),
+    place: &mut dyn FnMut(usize) -> Option<&'p mut [u8]>,
+) -> Result<(&'p mut [u8], std::ops::Range<usize>, bool), Refused> {
     let Some(creds) = lc.credentials.as_ref() else {
         return Err(Refused::server_error(
             LogReason::NoKey,
@@ -662,46 +668,88 @@ fn sign_wire_head(
     let day = amz_date.get(..8).unwrap_or("");
     let state: &RequestCtx = ctx;
     let result = creds.with(day, state.now, |set| {
-        let rules = rules_of(set.scope);
-        let policy = lc.policy(rules);
-        let checked = policy::check(bytes, &policy, client).map_err(|refused| Refused {
-            status: refused.kind.status() as ngx_int_t,
-            reason: LogReason::from(refused.kind),
-            text: format!(
-                "refused: {refused}{} (answering {})",
-                bucket_hint(lc, refused.kind),
-                refused.kind.status()
-            ),
-        })?;
-        let payload_hash: &str = match checked.head.body {
-            Body::None | Body::Length(0) => EMPTY_PAYLOAD_SHA256,
-            _ if lc.payload_for(rules) == Payload::Unsigned => UNSIGNED_PAYLOAD,
-            body => signed_payload(lc, state, body)?,
-        };
-        let how = HeadSigning {
-            creds: Credentials {
-                access_key: set.access_key,
-                scope: set.scope,
-                key: set.key,
-            },
-            amz_date,
-            payload_hash,
-            content_sha256_header: lc.content_sha256_header_for(rules),
-            session_token: set.token,
-            rules,
-            forward: lc.forward(),
-        };
-        let mut sent = [0u8; 64];
-        let n = payload_hash.len().min(sent.len());
-        sent[..n].copy_from_slice(&payload_hash.as_bytes()[..n]);
-        let signed = sign_head(&checked, &how);
-        debug(&signed, set.token);
-        Ok((signed, checked.head.len, sent, n, set.token.is_some()))
+        WORKSPACE.with(|cell| {
+            let mut ws = cell.try_borrow_mut().map_err(|_| {
+                Refused::server_error(LogReason::Head, "the signing buffers are in use".into())
+            })?;
+            let rules = rules_of(set.scope);
+            let policy = lc.policy(rules);
+            let checked =
+                policy::check_in(bytes, &policy, client, &mut ws).map_err(|refused| Refused {
+                    status: refused.kind.status() as ngx_int_t,
+                    reason: LogReason::from(refused.kind),
+                    text: format!(
+                        "refused: {refused}{} (answering {})",
+                        bucket_hint(lc, refused.kind),
+                        refused.kind.status()
+                    ),
+                })?;
+            let outcome = sign_checked(
+                lc, state, amz_date, &set, rules, &checked, &mut ws, debug, place,
+            );
+            ws.recycle(checked);
+            let token = set.token.is_some();
+            if token {
+                ws.wipe();
+            }
+            outcome.map(|(mem, auth, sent, n)| (mem, auth, sent, n, token))
+        })
     });
-    let (signed, old_len, sent, n, token) = result.map_err(unavailable)??;
+    let (mem, auth, sent, n, token) = result.map_err(unavailable)??;
     ctx.sent_sha = sent;
     ctx.sent_sha_len = n;
-    Ok((signed, old_len, token))
+    Ok((mem, auth, token))
+}
+
+/// A head signed into pool memory: the memory, where the `Authorization`
+/// value is in it, the `x-amz-content-sha256` value sent and its length.
+type SignedInto<'p> = (&'p mut [u8], std::ops::Range<usize>, [u8; 64], usize);
+
+/// The payload hash, the signature and the new head of a checked head,
+/// written into memory from `place` with the rest of the old buffer after
+/// it; the `x-amz-content-sha256` value sent, as bytes and length.
+#[allow(clippy::too_many_arguments)]
+fn sign_checked<'p>(
+    lc: &LocConf,
+    state: &RequestCtx,
+    amz_date: &str,
+    set: &crate::credentials::Set<'_>,
+    rules: PathRules,
+    checked: &policy::Checked<'_>,
+    ws: &mut Workspace,
+    debug: &dyn Fn(&HeadSignature, &Workspace, Option<&str>),
+    place: &mut dyn FnMut(usize) -> Option<&'p mut [u8]>,
+) -> Result<SignedInto<'p>, Refused> {
+    let payload_hash: &str = match checked.head.body {
+        Body::None | Body::Length(0) => EMPTY_PAYLOAD_SHA256,
+        _ if lc.payload_for(rules) == Payload::Unsigned => UNSIGNED_PAYLOAD,
+        body => signed_payload(lc, state, body)?,
+    };
+    let how = HeadSigning {
+        creds: Credentials {
+            access_key: set.access_key,
+            scope: set.scope,
+            key: set.key,
+        },
+        amz_date,
+        payload_hash,
+        content_sha256_header: lc.content_sha256_header_for(rules),
+        session_token: set.token,
+        rules,
+        forward: lc.forward(),
+    };
+    let mut sent = [0u8; 64];
+    let n = payload_hash.len().min(sent.len());
+    sent[..n].copy_from_slice(&payload_hash.as_bytes()[..n]);
+    let sig = sign_head_in(checked, &how, ws);
+    debug(&sig, ws, set.token);
+    let rest = checked.head.after();
+    let no_memory = || Refused::server_error(LogReason::Head, "out of memory".into());
+    let mem = place(sig.len() + rest.len()).ok_or_else(no_memory)?;
+    let (head, tail) = mem.split_at_mut(sig.len());
+    let auth = sig.write(checked, &how, ws, head).ok_or_else(no_memory)?;
+    tail.copy_from_slice(rest);
+    Ok((mem, auth, sent, n))
 }
 
 /// The refusal of a request there are no credentials for.

@@ -26,6 +26,8 @@ use ngx::http::{
 };
 use ngx::ngx_conf_log_error;
 
+#[cfg(feature = "count-allocations")]
+pub mod alloc_count;
 pub mod conf;
 pub mod credentials;
 pub mod fetch;
@@ -401,11 +403,10 @@ impl RequestCtx {
     /// Reads the clock again (after a long body upload, before anything
     /// was signed with the old reading).
     pub fn set_clock(&mut self, now: i64) {
-        if let Some(date) = aws_signer::amz_date(now) {
-            if date.len() == self.amz_date.len() {
-                self.amz_date.copy_from_slice(date.as_bytes());
-                self.now = now;
-            }
+        let mut date = [0u8; 16];
+        if aws_signer::amz_date_into(now, &mut date) {
+            self.amz_date = date;
+            self.now = now;
         }
     }
 }
@@ -421,12 +422,7 @@ pub unsafe fn request_ctx(r: *mut ngx_http_request_t) -> Option<&'static mut Req
     }
     // SAFETY: ngx_cached_time always points to a valid time slot.
     let now = unsafe { (*ngx::ffi::ngx_cached_time).sec };
-    let date = aws_signer::amz_date(now)?;
-    let mut amz_date = [0u8; 16];
-    if date.len() != amz_date.len() {
-        return None;
-    }
-    amz_date.copy_from_slice(date.as_bytes());
+    let amz_date = amz_date_of(now)?;
     // SAFETY: r is live; the context is allocated from its pool, written
     // whole, then put in this module's slot of r->ctx.
     unsafe {
@@ -457,6 +453,26 @@ pub unsafe fn request_ctx(r: *mut ngx_http_request_t) -> Option<&'static mut Req
             .set_module_ctx(p as *mut c_void, Module::module());
         Some(&mut *p)
     }
+}
+
+/// The `x-amz-date` value of a second, formatted once per second per
+/// worker.
+fn amz_date_of(now: i64) -> Option<[u8; 16]> {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<(i64, [u8; 16])> = const { Cell::new((i64::MIN, [0; 16])) };
+    }
+    LAST.with(|last| {
+        let (sec, date) = last.get();
+        if sec == now {
+            return Some(date);
+        }
+        let mut date = [0u8; 16];
+        aws_signer::amz_date_into(now, &mut date).then(|| {
+            last.set((now, date));
+            date
+        })
+    })
 }
 
 /// The request's context if it has one.

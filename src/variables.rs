@@ -107,7 +107,15 @@ const VARS: [VarDef; 10] = [
 /// # Safety
 /// `cf` must be the conf nginx passes to preconfiguration.
 pub unsafe fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
-    for def in VARS.iter() {
+    #[cfg(feature = "count-allocations")]
+    let counting = [VarDef {
+        name: ngx_string!("aws_heap_allocations"),
+        get: heap_allocations_variable,
+        data: 0,
+    }];
+    #[cfg(not(feature = "count-allocations"))]
+    let counting: [VarDef; 0] = [];
+    for def in VARS.iter().chain(counting.iter()) {
         let mut name = def.name;
         // SAFETY: cf is valid; nginx copies the name into its own storage.
         let v =
@@ -124,6 +132,29 @@ pub unsafe fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
     Status::NGX_OK.into()
 }
 
+/// `$aws_heap_allocations` (tests only): the worker's Rust heap
+/// allocations so far, written without allocating.
+#[cfg(feature = "count-allocations")]
+unsafe extern "C" fn heap_allocations_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    let mut n = crate::alloc_count::allocations();
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // SAFETY: nginx calls get handlers with a live request and a value slot.
+    unsafe { set_pool_copy(r, v, &digits[at..]) }
+}
+
 /// Sets `v` to the bytes `data[..len]`, which must outlive the request.
 ///
 /// # Safety
@@ -131,11 +162,41 @@ pub unsafe fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
 unsafe fn set_value(v: *mut ngx_variable_value_t, data: *const u8, len: usize) {
     // SAFETY: see the contract.
     unsafe {
-        (*v).set_len(len as u32);
+        set_flags(v, len as u32);
+        (*v).data = data as *mut u8;
+    }
+}
+
+/// `len` (28 bits) and `valid` set, `no_cacheable`, `not_found` and
+/// `escape` cleared. The bindings' bitfield setters go bit by bit (28
+/// rounds for `len`): on little-endian targets, where the C compiler
+/// allocates the bitfields from the lowest bit of their 32-bit unit up, the
+/// unit is written in one store.
+///
+/// # Safety
+/// `v` must be the value slot nginx passed to a get handler.
+#[cfg(target_endian = "little")]
+unsafe fn set_flags(v: *mut ngx_variable_value_t, len: u32) {
+    const _: () = assert!(std::mem::offset_of!(ngx_variable_value_t, _bitfield_1) == 0);
+    // SAFETY: the bitfield unit is the slot's first 4 bytes (checked above),
+    // aligned for u32 as the struct is; len:28, valid:1, no_cacheable:1,
+    // not_found:1, escape:1 from bit 0 up, as nginx's C declares them.
+    unsafe { (v as *mut u32).write((len & 0x0fff_ffff) | 1 << 28) }
+}
+
+/// The bindings' setters, where bitfields are laid out from the top bit.
+///
+/// # Safety
+/// `v` must be the value slot nginx passed to a get handler.
+#[cfg(not(target_endian = "little"))]
+unsafe fn set_flags(v: *mut ngx_variable_value_t, len: u32) {
+    // SAFETY: see the contract.
+    unsafe {
+        (*v).set_len(len);
         (*v).set_valid(1);
         (*v).set_no_cacheable(0);
         (*v).set_not_found(0);
-        (*v).data = data as *mut u8;
+        (*v).set_escape(0);
     }
 }
 
@@ -209,7 +270,9 @@ unsafe extern "C" fn auth_token_variable(
         }
         if !(*r).upstream.is_null() {
             // The filter replaces this with the real value once the head is built.
-            return set_pool_copy(r, v, handler::PENDING_AUTHORIZATION.as_bytes());
+            let pending = handler::PENDING_AUTHORIZATION.as_bytes();
+            set_value(v, pending.as_ptr(), pending.len());
+            return Status::NGX_OK.into();
         }
         // Outside the proxy: the signature the client's own request line would get.
         match handler::sign_client_request(r, ctx) {

@@ -61,8 +61,7 @@ fuzz_target!(|data: &[u8]| {
         let signed = sign_head(&checked, &how);
         let again = parse_head(&signed.head).expect("a signed head parses");
         let auth = again
-            .headers
-            .iter()
+            .headers()
             .filter(|(n, _, _)| n.eq_ignore_ascii_case(b"authorization"))
             .count();
         assert_eq!(auth, 1);

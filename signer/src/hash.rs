@@ -29,35 +29,46 @@ fn compress(state: &mut [u32; 8], blocks: &[u8]) {
 }
 
 /// Pads and hashes the last `tail` (< 64 bytes) of a message of
-/// `total_len` bytes; wipes the state and the padding buffer.
-fn finish(mut state: [u32; 8], tail: &[u8], total_len: u64) -> [u8; 32] {
+/// `total_len` bytes, then wipes `state` (secret-equivalent under an HMAC
+/// key) and, with `wipe_tail` (the message is key material), the padding
+/// buffer that held its tail.
+fn finish(state: &mut [u32; 8], tail: &[u8], total_len: u64, wipe_tail: bool) -> [u8; 32] {
     let mut buf = [0u8; 128];
     buf[..tail.len()].copy_from_slice(tail);
     buf[tail.len()] = 0x80;
     let blocks = if tail.len() < 56 { 64 } else { 128 };
     buf[blocks - 8..blocks].copy_from_slice(&(total_len * 8).to_be_bytes());
-    compress(&mut state, &buf[..blocks]);
+    compress(state, &buf[..blocks]);
     let mut out = [0u8; 32];
     for (o, w) in out.chunks_exact_mut(4).zip(state.iter()) {
         o.copy_from_slice(&w.to_be_bytes());
     }
     state.zeroize();
-    buf.zeroize();
+    if wipe_tail {
+        buf[..blocks].zeroize();
+    }
     out
 }
 
 /// Hashes `msg` on from `state`, which has already absorbed `prefix_len`
-/// bytes (a whole number of blocks).
-fn hash_from(state: &[u32; 8], prefix_len: u64, msg: &[u8]) -> [u8; 32] {
+/// bytes (a whole number of blocks); the working state is wiped, and the
+/// message's tail too with `wipe_tail`.
+fn hash_from(state: &[u32; 8], prefix_len: u64, msg: &[u8], wipe_tail: bool) -> [u8; 32] {
     let mut st = *state;
     let full = msg.len() - msg.len() % 64;
     compress(&mut st, &msg[..full]);
-    finish(st, &msg[full..], prefix_len + msg.len() as u64)
+    finish(
+        &mut st,
+        &msg[full..],
+        prefix_len + msg.len() as u64,
+        wipe_tail,
+    )
 }
 
-/// SHA-256 of `data`.
+/// SHA-256 of `data`, which may be key material: nothing of it is left on
+/// the stack.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
-    hash_from(&IV, 0, data)
+    hash_from(&IV, 0, data, true)
 }
 
 /// An HMAC-SHA256 key, ready to use: the hash states after the inner and
@@ -101,10 +112,11 @@ impl HmacKey {
         HmacKey { inner, outer }
     }
 
-    /// HMAC-SHA256 of `msg`.
+    /// HMAC-SHA256 of `msg`. The working states are wiped; the message
+    /// (a date, a region, a string to sign: never a secret here) is not.
     pub fn mac(&self, msg: &[u8]) -> [u8; 32] {
-        let mut inner = hash_from(&self.inner, 64, msg);
-        let out = hash_from(&self.outer, 64, &inner);
+        let mut inner = hash_from(&self.inner, 64, msg, false);
+        let out = hash_from(&self.outer, 64, &inner, false);
         inner.zeroize();
         out
     }

@@ -262,12 +262,22 @@ pub fn derive_signing_key(secret: &[u8], scope: &Scope) -> SigningKey {
 
 /// Lowercase hex of `bytes` into `out` (twice as long, or it stops short).
 fn hex_lower(bytes: &[u8], out: &mut [u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[(b >> 4) as usize];
-        pair[1] = HEX[(b & 15) as usize];
+        pair.copy_from_slice(&HEX_PAIRS[b as usize]);
     }
 }
+
+/// The two lowercase hex digits of every byte.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 15]];
+        i += 1;
+    }
+    t
+};
 
 /// SHA-256 of some bytes.
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -304,10 +314,46 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// Formats a Unix time as an `x-amz-date` value, `YYYYMMDDTHHMMSSZ` (UTC).
 ///
-/// Times outside chrono's range give `None`.
+/// Times outside the years 0 to 9999 give `None`.
 pub fn amz_date(unix_seconds: i64) -> Option<String> {
-    let t = chrono::DateTime::from_timestamp(unix_seconds, 0)?;
-    Some(t.format("%Y%m%dT%H%M%SZ").to_string())
+    let mut out = [0u8; 16];
+    amz_date_into(unix_seconds, &mut out).then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// [`amz_date`] into a 16-byte buffer, by hand (no formatting machinery:
+/// it runs once per request); false for a year outside 0 to 9999.
+pub fn amz_date_into(unix_seconds: i64, out: &mut [u8; 16]) -> bool {
+    let days = unix_seconds.div_euclid(86_400);
+    let secs = unix_seconds.rem_euclid(86_400);
+    // days since 1970-01-01 to a civil date (the proleptic Gregorian
+    // calendar), with eras of 400 years starting on March 1st
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        return false;
+    }
+    let digits = |out: &mut [u8], mut v: i64| {
+        for slot in out.iter_mut().rev() {
+            *slot = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    digits(&mut out[0..4], year);
+    digits(&mut out[4..6], month);
+    digits(&mut out[6..8], day);
+    out[8] = b'T';
+    digits(&mut out[9..11], secs / 3600);
+    digits(&mut out[11..13], secs / 60 % 60);
+    digits(&mut out[13..15], secs % 60);
+    out[15] = b'Z';
+    true
 }
 
 /// The result of signing.
@@ -332,6 +378,22 @@ impl Drop for Signed {
 }
 
 impl Signed {
+    pub(crate) fn from_parts(
+        buf: Vec<u8>,
+        canonical_end: usize,
+        signed_headers: std::ops::Range<usize>,
+        signature: [u8; 32],
+        authorization: String,
+    ) -> Signed {
+        Signed {
+            buf,
+            canonical_end,
+            signed_headers,
+            signature,
+            authorization,
+        }
+    }
+
     /// The canonical request that was hashed.
     pub fn canonical_request(&self) -> &[u8] {
         &self.buf[..self.canonical_end]
@@ -372,8 +434,15 @@ pub fn sign(req: &Request<'_>, creds: &Credentials<'_>, amz_date: &str) -> Signe
     let mut buf = Vec::with_capacity(
         240 + creds.scope.as_str().len() + 3 * (req.path.len() + req.query.len()) + headers_len,
     );
-    let (canonical_end, signed_headers, signature, authorization) =
-        sign_in(req, creds, amz_date, &mut buf);
+    let (canonical_end, signed_headers, signature) = sign_in(req, creds, amz_date, &mut buf);
+    let mut sig_hex = [0u8; 64];
+    hex_lower(&signature, &mut sig_hex);
+    let authorization = authorization_value(
+        creds.access_key,
+        creds.scope,
+        std::str::from_utf8(&buf[signed_headers.clone()]).unwrap_or(""),
+        std::str::from_utf8(&sig_hex).unwrap_or_default(),
+    );
     Signed {
         buf,
         canonical_end,
@@ -392,33 +461,51 @@ pub fn authorization_into(
     amz_date: &str,
     scratch: &mut Vec<u8>,
 ) -> String {
+    let at = authorization_in(req, creds, amz_date, scratch);
+    String::from_utf8_lossy(&scratch[at]).into_owned()
+}
+
+/// The `Authorization` value, written into `scratch` (cleared first) after
+/// the canonical request and the string to sign; returns where it is.
+/// Nothing is allocated once `scratch` has grown.
+pub fn authorization_in(
+    req: &Request<'_>,
+    creds: &Credentials<'_>,
+    amz_date: &str,
+    scratch: &mut Vec<u8>,
+) -> std::ops::Range<usize> {
     scratch.clear();
-    sign_in(req, creds, amz_date, scratch).3
+    let (_, signed_headers, signature) = sign_in(req, creds, amz_date, scratch);
+    let mut sig_hex = [0u8; 64];
+    hex_lower(&signature, &mut sig_hex);
+    let start = scratch.len();
+    scratch.extend_from_slice(ALGORITHM.as_bytes());
+    scratch.extend_from_slice(b" Credential=");
+    scratch.extend_from_slice(creds.access_key.as_bytes());
+    scratch.push(b'/');
+    scratch.extend_from_slice(creds.scope.as_str().as_bytes());
+    scratch.extend_from_slice(b", SignedHeaders=");
+    scratch.extend_from_within(signed_headers);
+    scratch.extend_from_slice(b", Signature=");
+    scratch.extend_from_slice(&sig_hex);
+    start..scratch.len()
 }
 
 /// Writes the canonical request then the string to sign into `buf`;
 /// returns where the canonical request ends, where the signed header list
-/// is, the signature and the `Authorization` value.
+/// is, and the signature.
 fn sign_in(
     req: &Request<'_>,
     creds: &Credentials<'_>,
     amz_date: &str,
     buf: &mut Vec<u8>,
-) -> (usize, std::ops::Range<usize>, [u8; 32], String) {
+) -> (usize, std::ops::Range<usize>, [u8; 32]) {
     let signed_headers = write_canonical_request_inner(req, buf);
     let canonical_end = buf.len();
     let hash = sha256(buf);
     write_string_to_sign(amz_date, creds.scope, &hash, buf);
     let signature = hmac_with_signing_key(creds.key, &buf[canonical_end..]);
-    let mut sig_hex = [0u8; 64];
-    hex_lower(&signature, &mut sig_hex);
-    let authorization = authorization_value(
-        creds.access_key,
-        creds.scope,
-        std::str::from_utf8(&buf[signed_headers.clone()]).unwrap_or(""),
-        std::str::from_utf8(&sig_hex).unwrap_or_default(),
-    );
-    (canonical_end, signed_headers, signature, authorization)
+    (canonical_end, signed_headers, signature)
 }
 
 /// A presigned (query-string signed) request: see [`presign`].
@@ -618,6 +705,17 @@ fn write_canonical_request_inner(req: &Request<'_>, out: &mut Vec<u8>) -> std::o
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
+/// The value of an uppercase hex digit; 255 for any other byte.
+const UPPER_HEX: [u8; 256] = {
+    let mut t = [255u8; 256];
+    let mut i = 0;
+    while i < 16 {
+        t[HEX_UPPER[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
 /// True for the RFC 3986 unreserved set `A-Z a-z 0-9 - _ . ~`.
 pub fn is_unreserved(b: u8) -> bool {
     KEEP[b as usize] & 1 != 0
@@ -736,31 +834,76 @@ fn percent_at(bytes: &[u8], i: usize) -> Option<u8> {
 /// Decodes and re-encodes in one pass, without an intermediate buffer:
 /// the strict form of a path (`keep_slash`) or query component.
 fn requote(bytes: &[u8], plus_is_space: bool, keep_slash: bool, out: &mut Vec<u8>) {
+    let mask = if keep_slash { 2 } else { 1 };
+    // Room for the usual case (nothing to encode), reserved once.
     out.reserve(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         // Runs that stay as they are (unreserved bytes, `/` in a path) are
         // copied whole.
-        let mask = if keep_slash { 2 } else { 1 };
-        let run = bytes[i..]
-            .iter()
-            .take_while(|&&b| KEEP[b as usize] & mask != 0)
-            .count();
-        if run > 0 {
-            out.extend_from_slice(&bytes[i..i + run]);
-            i += run;
-            continue;
+        let start = i;
+        loop {
+            i = keep_run(bytes, i, mask);
+            // an escape already in the strict form (uppercase hex, of a
+            // byte that must be escaped) stays in the run
+            match bytes.get(i..i + 3) {
+                Some(&[b'%', hi, lo])
+                    if UPPER_HEX[hi as usize] < 16
+                        && UPPER_HEX[lo as usize] < 16
+                        && KEEP
+                            [(UPPER_HEX[hi as usize] << 4 | UPPER_HEX[lo as usize]) as usize]
+                            & mask
+                            == 0 =>
+                {
+                    i += 3
+                }
+                _ => break,
+            }
         }
+        out.extend_from_slice(&bytes[start..i]);
+        let Some(&c) = bytes.get(i) else { break };
         // `+` stands for a space in a query (HTML form encoding), as AWS
         // and S3 implementations read it; in a path it is a plus.
         let (b, step) = match percent_at(bytes, i) {
             Some(b) => (b, 3),
-            None if plus_is_space && bytes[i] == b'+' => (b' ', 1),
-            None => (bytes[i], 1),
+            None if plus_is_space && c == b'+' => (b' ', 1),
+            None => (c, 1),
         };
         i += step;
-        encode_byte(b, keep_slash, out);
+        if KEEP[b as usize] & mask != 0 {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[
+                b'%',
+                HEX_UPPER[(b >> 4) as usize],
+                HEX_UPPER[(b & 15) as usize],
+            ]);
+        }
     }
+}
+
+/// Where the run of bytes in `KEEP` class `mask` that starts at `i` ends:
+/// eight bytes a round while they all are.
+#[inline]
+fn keep_run(bytes: &[u8], mut i: usize, mask: u8) -> usize {
+    while let Some(w) = bytes.get(i..i + 8) {
+        let all = KEEP[w[0] as usize]
+            & KEEP[w[1] as usize]
+            & KEEP[w[2] as usize]
+            & KEEP[w[3] as usize]
+            & KEEP[w[4] as usize]
+            & KEEP[w[5] as usize]
+            & KEEP[w[6] as usize]
+            & KEEP[w[7] as usize];
+        if all & mask == 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && KEEP[bytes[i] as usize] & mask != 0 {
+        i += 1;
+    }
+    i
 }
 
 /// Writes the canonical URI of a wire path under the given rules.
@@ -781,14 +924,29 @@ pub fn write_canonical_uri(path: &[u8], rules: PathRules, out: &mut Vec<u8>) {
 /// Removes `.` and `..` segments and merges repeated slashes, keeping a
 /// trailing slash. The result always starts with `/`.
 pub fn normalize_path(path: &[u8]) -> Vec<u8> {
-    let mut segments: Vec<&[u8]> = Vec::new();
+    let mut out = Vec::with_capacity(path.len() + 1);
+    normalize_into(path, &mut out);
+    out
+}
+
+/// [`normalize_path`], appended to `out`.
+pub fn normalize_into(path: &[u8], out: &mut Vec<u8>) {
+    let base = out.len();
     for seg in path.split(|&b| b == b'/') {
         match seg {
             b"" | b"." => {}
             b".." => {
-                segments.pop();
+                // back to the start of the last segment written
+                let cut = out[base..]
+                    .iter()
+                    .rposition(|&b| b == b'/')
+                    .map_or(base, |i| base + i);
+                out.truncate(cut);
             }
-            s => segments.push(s),
+            s => {
+                out.push(b'/');
+                out.extend_from_slice(s);
+            }
         }
     }
     let ends_with_dir = path.ends_with(b"/")
@@ -796,15 +954,9 @@ pub fn normalize_path(path: &[u8]) -> Vec<u8> {
         || path.ends_with(b"/..")
         || path == b"."
         || path == b"..";
-    let mut out = Vec::with_capacity(path.len() + 1);
-    for seg in &segments {
-        out.push(b'/');
-        out.extend_from_slice(seg);
-    }
-    if segments.is_empty() || ends_with_dir {
+    if out.len() == base || ends_with_dir {
         out.push(b'/');
     }
-    out
 }
 
 /// Splits a query into `(key, value, had '=')` parts, dropping empty ones.
@@ -913,11 +1065,65 @@ pub fn write_canonical_query(query: &[u8], out: &mut Vec<u8>) {
     out.truncate(base + written);
 }
 
+/// Writes the canonical query of a query already in its strict form (see
+/// [`write_strict_query`], which every forwarded query goes through):
+/// pairs sorted by key then value, `key=` for a bare key. Nothing is
+/// decoded or encoded again; `pairs` is scratch space.
+pub(crate) fn write_canonical_strict_query(
+    query: &[u8],
+    pairs: &mut Vec<(u32, u32, u32)>,
+    out: &mut Vec<u8>,
+) {
+    pairs.clear();
+    let mut at = 0usize;
+    for part in query.split(|&b| b == b'&') {
+        let start = at;
+        at += part.len() + 1;
+        if part.is_empty() {
+            continue;
+        }
+        let end = start + part.len();
+        let mid = part
+            .iter()
+            .position(|&b| b == b'=')
+            .map_or(end, |i| start + i);
+        pairs.push((start as u32, mid as u32, end as u32));
+    }
+    let key = |p: &(u32, u32, u32)| &query[p.0 as usize..p.1 as usize];
+    let value = |p: &(u32, u32, u32)| query.get(p.1 as usize + 1..p.2 as usize).unwrap_or(b"");
+    pairs.sort_unstable_by(|a, b| key(a).cmp(key(b)).then_with(|| value(a).cmp(value(b))));
+    for (i, p) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        out.extend_from_slice(key(p));
+        out.push(b'=');
+        out.extend_from_slice(value(p));
+    }
+}
+
+/// True when every byte is above `' '` (no space, tab, line break or other
+/// control byte), eight bytes at a time.
+fn all_above_space(value: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = value.chunks_exact(8);
+    for w in &mut words {
+        let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        // a byte below 0x21 sets its high bit here (exact for bytes
+        // below 0x80; bytes from 0x80 never do)
+        if x.wrapping_sub(ONES * 0x21) & !x & HIGH != 0 {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|&b| b > b' ')
+}
+
 /// Appends a header value trimmed, with every run of whitespace (spaces,
 /// tabs, folded line breaks) turned into one space.
 pub fn write_trimmed_value(value: &[u8], out: &mut Vec<u8>) {
     // Most values have nothing to trim or squeeze: copy them whole.
-    if value.iter().all(|&b| b > b' ') {
+    if all_above_space(value) {
         out.extend_from_slice(value);
         return;
     }
@@ -1220,6 +1426,23 @@ mod tests {
     }
 
     #[test]
+    fn above_space_by_words() {
+        for len in 0..40usize {
+            for at in 0..len {
+                for bad in [0u8, b'\t', b'\n', b'\r', b' ', 0x1f, 0x20] {
+                    let mut v: Vec<u8> = (0..len).map(|i| b'!' + (i * 37 % 200) as u8).collect();
+                    assert!(all_above_space(&v), "{v:?}");
+                    v[at] = bad;
+                    assert!(!all_above_space(&v), "{v:?}");
+                }
+            }
+        }
+        assert!(all_above_space(&[
+            0x80, 0xff, 0x21, 0xa0, 0x81, 0x80, 0xff, 0xfe, 0x21
+        ]));
+    }
+
+    #[test]
     fn header_trimming() {
         let mut out = Vec::new();
         write_trimmed_value(b"  a   b\r\n   c\t ", &mut out);
@@ -1229,5 +1452,25 @@ mod tests {
     #[test]
     fn amz_date_format() {
         assert_eq!(amz_date(1440938160).unwrap(), "20150830T123600Z");
+        // by hand, as chrono formats it, over four centuries and around
+        // every leap rule
+        let mut t = -62_167_219_200i64; // 0000-01-01T00:00:00Z
+        while t < 253_402_300_800 {
+            let want = chrono::DateTime::from_timestamp(t, 0)
+                .unwrap()
+                .format("%Y%m%dT%H%M%SZ")
+                .to_string();
+            assert_eq!(amz_date(t).as_deref(), Some(want.as_str()), "{t}");
+            t += 86_399 * 7 + 3_607;
+        }
+        for t in [0, 951_782_400, 951_868_799, 4_107_542_400, 253_402_300_799] {
+            let want = chrono::DateTime::from_timestamp(t, 0)
+                .unwrap()
+                .format("%Y%m%dT%H%M%SZ")
+                .to_string();
+            assert_eq!(amz_date(t).unwrap(), want);
+        }
+        assert_eq!(amz_date(253_402_300_800), None);
+        assert_eq!(amz_date(-62_167_219_201), None);
     }
 }

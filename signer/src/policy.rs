@@ -14,8 +14,8 @@
 
 use std::fmt;
 
-use crate::wire::{header_value, parse_head, Head, HeadError};
-use crate::{decode_into, requote_path, write_strict_query_filtered, PathRules};
+use crate::wire::{parse_head_into, Head, HeadError, Workspace};
+use crate::{percent_at, requote_path, write_strict_query_filtered, PathRules};
 
 /// A set of HTTP methods, among those the module can sign.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,6 +263,8 @@ pub struct Checked<'a> {
     /// The query to send and sign: the forwarded parameters in their
     /// strict form.
     pub query: Vec<u8>,
+    /// The rules the path was checked under.
+    pub rules: PathRules,
 }
 
 /// Decides whether the head at the start of `bytes` may be signed under
@@ -271,6 +273,18 @@ pub fn check<'a>(
     bytes: &'a [u8],
     policy: &Policy<'_>,
     client: &Client<'_>,
+) -> Result<Checked<'a>, Refused> {
+    check_in(bytes, policy, client, &mut Workspace::default())
+}
+
+/// [`check`] with the workspace's buffers: the head's lines, path and
+/// query are taken from it (give them back with [`Workspace::recycle`]),
+/// so that nothing is allocated once they have grown.
+pub fn check_in<'a>(
+    bytes: &'a [u8],
+    policy: &Policy<'_>,
+    client: &Client<'_>,
+    ws: &mut Workspace,
 ) -> Result<Checked<'a>, Refused> {
     let first_line = || {
         let line = bytes.split(|&b| b == b'\n').next().unwrap_or(b"");
@@ -282,40 +296,49 @@ pub fn check<'a>(
             detail: first_line(),
         });
     }
-    let head = match parse_head(bytes) {
-        Ok(h) => h,
+    let mut lines = std::mem::take(&mut ws.lines);
+    let head = match parse_head_into(bytes, &mut lines) {
+        Ok(parts) => parts.into_head(bytes, lines),
         Err(e) => {
+            ws.lines = lines;
             return Err(Refused {
                 kind: Refusal::Head(e),
                 detail: first_line(),
             });
         }
     };
-    let refuse = |kind: Refusal, head: &Head<'_>| {
-        Err(Refused {
-            kind,
-            detail: describe(head),
-        })
+    let refuse = |kind: Refusal, head: Head<'_>, ws: &mut Workspace| {
+        let detail = describe(&head);
+        ws.lines = head.lines_back();
+        Err(Refused { kind, detail })
     };
-    if client.target.contains(&b'#') {
-        return refuse(Refusal::Fragment, &head);
+    if memchr::memchr(b'#', client.target).is_some() {
+        return refuse(Refusal::Fragment, head, ws);
     }
     if !policy.methods.allows(head.method) {
-        return refuse(Refusal::Method, &head);
+        return refuse(Refusal::Method, head, ws);
     }
-    let mut path = Vec::with_capacity(head.path.len() + 16);
+    let mut path = std::mem::take(&mut ws.path);
+    path.clear();
     match policy.rules {
         PathRules::S3 => requote_path(head.path, &mut path),
         PathRules::Generic { .. } => path.extend_from_slice(head.path),
     }
-    let mut query = Vec::with_capacity(head.query.len() + 16);
-    write_strict_query_filtered(head.query, &|name| policy.query.keeps(name), &mut query);
     if let Some(s3) = &policy.s3 {
         if let Err(kind) = check_s3(&head, &path, s3) {
-            return refuse(kind, &head);
+            ws.path = path;
+            return refuse(kind, head, ws);
         }
     }
-    Ok(Checked { head, path, query })
+    let mut query = std::mem::take(&mut ws.query);
+    query.clear();
+    write_strict_query_filtered(head.query, &|name| policy.query.keeps(name), &mut query);
+    Ok(Checked {
+        head,
+        path,
+        query,
+        rules: policy.rules,
+    })
 }
 
 /// Method, `Host` and target of a head, for a log line.
@@ -329,7 +352,7 @@ fn describe(head: &Head<'_>) -> String {
         "{} \"{}\", Host \"{}\"",
         escape_for_log(head.method, 16),
         escape_for_log(&target, 200),
-        escape_for_log(header_value(head, b"host").unwrap_or(b""), 100)
+        escape_for_log(head.host(), 100)
     )
 }
 
@@ -338,7 +361,7 @@ fn describe(head: &Head<'_>) -> String {
 /// URI reached the head through `$uri` or a capture.
 fn uri_line_in_head(uri: &[u8], head: &[u8]) -> bool {
     let is_break = |b: &u8| *b == b'\r' || *b == b'\n';
-    if !uri.iter().any(is_break) {
+    if memchr::memchr2(b'\r', b'\n', uri).is_none() {
         return false;
     }
     let mut rest = uri;
@@ -391,10 +414,15 @@ fn same_port(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
 
 /// An IP address literal: never a bucket's virtual host.
 fn is_ip_literal(name: &[u8]) -> bool {
-    if name.first() == Some(&b'[') {
-        return true;
+    match name.first() {
+        Some(b'[') => true,
+        // an IPv4 address starts with a digit; an IPv6 one is bracketed in
+        // a Host, but a bare one is an address too
+        Some(c) if c.is_ascii_digit() || name.contains(&b':') => {
+            std::str::from_utf8(name).is_ok_and(|s| s.parse::<std::net::IpAddr>().is_ok())
+        }
+        _ => false,
     }
-    std::str::from_utf8(name).is_ok_and(|s| s.parse::<std::net::IpAddr>().is_ok())
 }
 
 /// `name` equals `bucket` + `.` + `endpoint`, ignoring case.
@@ -417,15 +445,15 @@ fn first_segment(path: &[u8]) -> (&[u8], &[u8]) {
 
 /// True when the decoded segments of `rest` (the path after the bucket)
 /// climb above it: `..` more often than names, counting empty segments as
-/// nothing (a server may merge slashes).
+/// nothing (a server may merge slashes). Segments end at `/` and at `%2F`.
 fn climbs(rest: &[u8]) -> bool {
-    let mut decoded = Vec::with_capacity(rest.len());
-    decode_into(rest, &mut decoded);
     let mut depth = 0i64;
-    for seg in decoded.split(|&b| b == b'/') {
-        match seg {
-            b"" | b"." => {}
-            b".." => {
+    // the current segment: decoded length (up to 3) and whether it is all dots
+    let (mut len, mut dots) = (0usize, true);
+    let mut end_segment = |len: usize, dots: bool| -> bool {
+        match (len, dots) {
+            (0, _) | (1, true) => {}
+            (2, true) => {
                 depth -= 1;
                 if depth < 0 {
                     return true;
@@ -433,13 +461,30 @@ fn climbs(rest: &[u8]) -> bool {
             }
             _ => depth += 1,
         }
+        false
+    };
+    let mut i = 0;
+    while i < rest.len() {
+        let (b, step) = match percent_at(rest, i) {
+            Some(b) => (b, 3),
+            None => (rest[i], 1),
+        };
+        i += step;
+        if b == b'/' {
+            if end_segment(len, dots) {
+                return true;
+            }
+            (len, dots) = (0, true);
+        } else {
+            len = (len + 1).min(3);
+            dots &= b == b'.';
+        }
     }
-    false
+    end_segment(len, dots)
 }
 
 fn check_s3(head: &Head<'_>, path: &[u8], s3: &S3Policy<'_>) -> Result<(), Refusal> {
-    let host = header_value(head, b"host").unwrap_or(b"");
-    let (name, port) = split_host(host);
+    let (name, port) = split_host(head.host());
     let (ep_name, ep_port) = split_host(s3.endpoint.as_bytes());
     let at_endpoint =
         (name.eq_ignore_ascii_case(ep_name) && same_port(port, ep_port)) || is_ip_literal(name);

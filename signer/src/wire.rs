@@ -17,7 +17,7 @@
 use std::fmt;
 
 use crate::policy::Checked;
-use crate::{requote_path, sign, write_strict_query, Credentials, PathRules, Request, Signed};
+use crate::{requote_path, write_strict_query, Credentials, PathRules, Signed};
 
 /// What to sign a head with.
 #[derive(Clone, Copy, Debug)]
@@ -120,6 +120,54 @@ pub enum Body {
     Chunked,
 }
 
+/// Where one header line is in the head: the name is `start..colon`, the
+/// value (trimmed) `vstart..vend`, the whole line with its CRLF `start..end`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Line {
+    start: u32,
+    colon: u32,
+    vstart: u32,
+    vend: u32,
+    end: u32,
+    kind: Kind,
+}
+
+/// What a header line is to the signer, found once when the head is parsed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Kind {
+    /// Not the signer's: kept as it is, not signed.
+    #[default]
+    Other,
+    /// An `x-amz-*` header a client may forward: kept and signed when
+    /// listed, else dropped.
+    Amz,
+    /// `Authorization` or a header the signer sets itself: always dropped.
+    Signers,
+}
+
+/// The kind of a header name.
+fn kind_of(name: &[u8]) -> Kind {
+    if name.len() >= 6 && name[..6].eq_ignore_ascii_case(b"x-amz-") {
+        let own = match name.len() {
+            10 => name.eq_ignore_ascii_case(b"x-amz-date"),
+            20 => {
+                name.eq_ignore_ascii_case(b"x-amz-content-sha256")
+                    || name.eq_ignore_ascii_case(b"x-amz-security-token")
+            }
+            _ => false,
+        };
+        if own {
+            Kind::Signers
+        } else {
+            Kind::Amz
+        }
+    } else if name.len() == 13 && name.eq_ignore_ascii_case(b"authorization") {
+        Kind::Signers
+    } else {
+        Kind::Other
+    }
+}
+
 /// A parsed request head, borrowing from the bytes.
 #[derive(Debug)]
 pub struct Head<'a> {
@@ -131,12 +179,97 @@ pub struct Head<'a> {
     pub query: &'a [u8],
     /// The protocol part of the request line with the space before it, e.g. ` HTTP/1.0`.
     pub version: &'a [u8],
-    /// Every header as (name, value, whole line including CRLF).
-    pub headers: Vec<(&'a [u8], &'a [u8], &'a [u8])>,
     /// How the body is framed.
     pub body: Body,
     /// Length of the head including the blank line.
     pub len: usize,
+    raw: &'a [u8],
+    lines: Vec<Line>,
+    host: usize,
+}
+
+impl<'a> Head<'a> {
+    /// Every header as (name, value, whole line including CRLF), in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8], &'a [u8])> + '_ {
+        let raw = self.raw;
+        self.lines.iter().map(move |l| {
+            (
+                &raw[l.start as usize..l.colon as usize],
+                &raw[l.vstart as usize..l.vend as usize],
+                &raw[l.start as usize..l.end as usize],
+            )
+        })
+    }
+
+    /// Every header line with its kind.
+    fn entries(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8], &'a [u8], Kind)> + '_ {
+        let raw = self.raw;
+        self.lines.iter().map(move |l| {
+            (
+                &raw[l.start as usize..l.colon as usize],
+                &raw[l.vstart as usize..l.vend as usize],
+                &raw[l.start as usize..l.end as usize],
+                l.kind,
+            )
+        })
+    }
+
+    /// The value of the one `Host` header.
+    pub fn host(&self) -> &'a [u8] {
+        self.lines
+            .get(self.host)
+            .map_or(b"", |l| &self.raw[l.vstart as usize..l.vend as usize])
+    }
+
+    /// Gives the buffer of header lines back (to a workspace).
+    pub(crate) fn lines_back(self) -> Vec<Line> {
+        self.lines
+    }
+
+    /// The bytes after the head in the buffer it was parsed from (the
+    /// start of its body).
+    pub fn after(&self) -> &'a [u8] {
+        self.raw.get(self.len..).unwrap_or(b"")
+    }
+
+    /// How many header lines there are.
+    pub fn header_count(&self) -> usize {
+        self.lines.len()
+    }
+}
+
+/// Buffers reused from one signing to the next (one per worker), so that
+/// signing a head allocates nothing once they have grown to the usual
+/// sizes. Secret material left in them is wiped by [`Workspace::wipe`].
+#[derive(Default)]
+pub struct Workspace {
+    pub(crate) lines: Vec<Line>,
+    pub(crate) path: Vec<u8>,
+    pub(crate) query: Vec<u8>,
+    pub(crate) canonical: Vec<u8>,
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) pairs: Vec<(u32, u32, u32)>,
+}
+
+impl Workspace {
+    /// Takes back the buffers of a checked head.
+    pub fn recycle(&mut self, checked: crate::policy::Checked<'_>) {
+        let crate::policy::Checked {
+            head, path, query, ..
+        } = checked;
+        self.lines = head.lines;
+        self.path = path;
+        self.query = query;
+    }
+
+    /// Wipes what the last signing left in the buffers (the canonical
+    /// request holds the session token, when there is one).
+    pub fn wipe(&mut self) {
+        zeroize::Zeroize::zeroize(self.canonical.as_mut_slice());
+        self.canonical.clear();
+        zeroize::Zeroize::zeroize(self.scratch.as_mut_slice());
+        self.scratch.clear();
+    }
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -150,16 +283,51 @@ fn trim(mut s: &[u8]) -> &[u8] {
 }
 
 /// RFC 9110 token characters (method and header names).
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[b as usize]
 }
 
-/// Where the head ends: just after the first empty line.
-fn head_end(bytes: &[u8]) -> Option<usize> {
-    bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
+/// The CR of the CRLF that ends the line starting at `pos`, with no other
+/// CR, LF or NUL before it.
+fn line_end(bytes: &[u8], pos: usize) -> Result<usize, HeadError> {
+    let rest = bytes.get(pos..).unwrap_or(b"");
+    match memchr::memchr3(b'\r', b'\n', 0, rest) {
+        Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => Ok(pos + i),
+        // A stray byte inside the head, unless no blank line ends the head
+        // at all (then nothing in it is a head yet).
+        Some(i) if memchr::memmem::find(&rest[i..], b"\r\n\r\n").is_some() => {
+            Err(HeadError::LineBreak)
+        }
+        _ => Err(HeadError::Unterminated),
+    }
 }
 
 /// Parses the head at the start of `bytes` and checks that it holds only
@@ -170,98 +338,157 @@ fn head_end(bytes: &[u8]) -> Option<usize> {
 /// the proxy writes; and nothing follows the head but its own body (when
 /// `Content-Length` says how long it is).
 pub fn parse_head(bytes: &[u8]) -> Result<Head<'_>, HeadError> {
-    let len = head_end(bytes).ok_or(HeadError::Unterminated)?;
-    let raw = &bytes[..len];
-    for (i, &b) in raw.iter().enumerate() {
-        let ok = match b {
-            0 => false,
-            b'\r' => raw.get(i + 1) == Some(&b'\n'),
-            b'\n' => i > 0 && raw[i - 1] == b'\r',
-            _ => true,
-        };
-        if !ok {
-            return Err(HeadError::LineBreak);
+    let mut lines = Vec::with_capacity(16);
+    parse_head_into(bytes, &mut lines).map(|p| p.into_head(bytes, lines))
+}
+
+/// What [`parse_head_into`] finds besides the header lines.
+pub(crate) struct Parts<'a> {
+    method: &'a [u8],
+    path: &'a [u8],
+    query: &'a [u8],
+    version: &'a [u8],
+    body: Body,
+    len: usize,
+    host: usize,
+}
+
+impl<'a> Parts<'a> {
+    pub(crate) fn into_head(self, raw: &'a [u8], lines: Vec<Line>) -> Head<'a> {
+        Head {
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            version: self.version,
+            body: self.body,
+            len: self.len,
+            raw,
+            lines,
+            host: self.host,
         }
     }
-    let eol = raw
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .ok_or(HeadError::Unterminated)?;
-    let line = &raw[..eol];
-    let sp1 = line
-        .iter()
-        .position(|&b| b == b' ')
-        .ok_or(HeadError::RequestLine)?;
-    let sp2 = line
-        .iter()
-        .rposition(|&b| b == b' ')
-        .ok_or(HeadError::RequestLine)?;
-    if sp1 == sp2 || sp1 == 0 || !line[..sp1].iter().all(|&b| is_tchar(b)) {
-        return Err(HeadError::RequestLine);
+}
+
+/// [`parse_head`] with the header lines written to `lines` (cleared
+/// first). One pass over the head: every line's end is found once, and a
+/// stray CR, LF or NUL anywhere in the head is reported before any other
+/// fault (as is a head without its blank line).
+pub(crate) fn parse_head_into<'a>(
+    bytes: &'a [u8],
+    lines: &mut Vec<Line>,
+) -> Result<Parts<'a>, HeadError> {
+    lines.clear();
+    if bytes.len() > u32::MAX as usize {
+        return Err(HeadError::Unterminated);
     }
-    if !matches!(&line[sp2 + 1..], b"HTTP/1.0" | b"HTTP/1.1") {
-        return Err(HeadError::Version);
+    // The first fault other than a line break: reported once every line is
+    // known to be whole.
+    let mut fault: Option<HeadError> = None;
+    let eol = line_end(bytes, 0)?;
+    let line = &bytes[..eol];
+    let sp1 = memchr::memchr(b' ', line);
+    let sp2 = memchr::memrchr(b' ', line);
+    let (mut method, mut path, mut query, mut version): (&[u8], &[u8], &[u8], &[u8]) =
+        (b"", b"", b"", b"");
+    match (sp1, sp2) {
+        (Some(sp1), Some(sp2))
+            if sp1 != sp2 && sp1 != 0 && line[..sp1].iter().all(|&b| is_tchar(b)) =>
+        {
+            let target = &line[sp1 + 1..sp2];
+            if !matches!(&line[sp2 + 1..], b"HTTP/1.0" | b"HTTP/1.1") {
+                fault = Some(HeadError::Version);
+            } else if target.first() != Some(&b'/') {
+                fault = Some(HeadError::Target);
+            }
+            (path, query) = match memchr::memchr(b'?', target) {
+                Some(i) => (&target[..i], &target[i + 1..]),
+                None => (target, &b""[..]),
+            };
+            method = &line[..sp1];
+            version = &line[sp2..];
+        }
+        _ => fault = Some(HeadError::RequestLine),
     }
-    let target = &line[sp1 + 1..sp2];
-    if !target.starts_with(b"/") {
-        return Err(HeadError::Target);
-    }
-    let (path, query) = match target.iter().position(|&b| b == b'?') {
-        Some(i) => (&target[..i], &target[i + 1..]),
-        None => (target, &b""[..]),
-    };
-    let mut headers = Vec::with_capacity(16);
     let mut pos = eol + 2;
     let (mut hosts, mut lengths, mut chunked, mut connections) = (0, 0, 0, 0);
+    let mut host = 0;
     let mut body = Body::None;
-    while pos < len - 2 {
-        let end = pos
-            + raw[pos..]
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .ok_or(HeadError::Unterminated)?;
-        let hl = &raw[pos..end];
-        if matches!(hl.first(), Some(b' ' | b'\t')) {
-            return Err(HeadError::Folded);
+    let len = loop {
+        if bytes.get(pos..pos + 2) == Some(b"\r\n") {
+            break pos + 2;
         }
-        let colon = hl
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(HeadError::HeaderLine)?;
-        let name = &hl[..colon];
-        if name.is_empty() {
-            return Err(HeadError::HeaderLine);
-        }
-        if !name.iter().all(|&b| is_tchar(b)) {
-            return Err(HeadError::HeaderName);
-        }
-        if hl.ends_with(b" HTTP/1.0") || hl.ends_with(b" HTTP/1.1") {
-            return Err(HeadError::VersionInHeader);
-        }
-        let value = trim(&hl[colon + 1..]);
-        if name.eq_ignore_ascii_case(b"host") {
-            hosts += 1;
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            lengths += 1;
-            if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-                return Err(HeadError::Framing);
-            }
-            let n = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or(HeadError::Framing)?;
-            body = Body::Length(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            chunked += 1;
-            if !value.eq_ignore_ascii_case(b"chunked") {
-                return Err(HeadError::Framing);
-            }
-            body = Body::Chunked;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            connections += 1;
-        }
-        headers.push((name, value, &raw[pos..end + 2]));
+        let end = line_end(bytes, pos)?;
+        let at = pos;
         pos = end + 2;
+        if fault.is_some() {
+            continue;
+        }
+        let hl = &bytes[at..end];
+        if matches!(hl.first(), Some(b' ' | b'\t')) {
+            fault = Some(HeadError::Folded);
+            continue;
+        }
+        let k = hl.iter().position(|&b| !is_tchar(b)).unwrap_or(hl.len());
+        if k == 0 || hl.get(k) != Some(&b':') {
+            fault = Some(match memchr::memchr(b':', hl) {
+                Some(c) if c > 0 => HeadError::HeaderName,
+                _ => HeadError::HeaderLine,
+            });
+            continue;
+        }
+        if matches!(hl.last(), Some(b'0' | b'1'))
+            && hl.len() >= 9
+            && &hl[hl.len() - 9..hl.len() - 1] == b" HTTP/1."
+        {
+            fault = Some(HeadError::VersionInHeader);
+            continue;
+        }
+        let name = &hl[..k];
+        let raw_value = &hl[k + 1..];
+        let value = trim(raw_value);
+        let lead = raw_value
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        let vstart = at + k + 1 + lead;
+        let line = Line {
+            start: at as u32,
+            colon: (at + k) as u32,
+            vstart: vstart as u32,
+            vend: (vstart + value.len()) as u32,
+            end: pos as u32,
+            kind: kind_of(name),
+        };
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                hosts += 1;
+                host = lines.len();
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                lengths += 1;
+                match parse_length(value) {
+                    Some(n) => body = Body::Length(n),
+                    None => {
+                        fault = Some(HeadError::Framing);
+                        continue;
+                    }
+                }
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                chunked += 1;
+                if !value.eq_ignore_ascii_case(b"chunked") {
+                    fault = Some(HeadError::Framing);
+                    continue;
+                }
+                body = Body::Chunked;
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => connections += 1,
+            _ => {}
+        }
+        lines.push(line);
+    };
+    if let Some(e) = fault {
+        return Err(e);
     }
     if lengths > 1 || chunked > 1 || connections > 1 || lengths + chunked > 1 {
         return Err(HeadError::Framing);
@@ -279,15 +506,30 @@ pub fn parse_head(bytes: &[u8]) -> Result<Head<'_>, HeadError> {
     if hosts != 1 {
         return Err(HeadError::Host(hosts));
     }
-    Ok(Head {
-        method: &line[..sp1],
+    Ok(Parts {
+        method,
         path,
         query,
-        version: &line[sp2..],
-        headers,
+        version,
         body,
         len,
+        host,
     })
+}
+
+/// A `Content-Length` value: 1 to 19 digits.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 {
+        return None;
+    }
+    let mut n = 0u64;
+    for &b in value {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Some(n)
 }
 
 /// The strict S3 form of a target: path decoded once and encoded with the
@@ -327,7 +569,9 @@ pub fn is_owned_header(name: &[u8]) -> bool {
         || (name.len() >= 6 && name[..6].eq_ignore_ascii_case(b"x-amz-"))
 }
 
-/// A signed head.
+/// A signed head in one owned buffer (tests, fuzzing, tools): see
+/// [`sign_head`]. The module writes heads into memory of its own with
+/// [`sign_head_in`].
 #[derive(Debug)]
 pub struct SignedHead {
     /// The new head, ready to send.
@@ -345,69 +589,323 @@ impl Drop for SignedHead {
     }
 }
 
-/// Signs a head the policy accepted (see [`crate::policy::check`]): the
-/// request line gets the checked target, the client's and stale
-/// `Authorization`/`x-amz-*` lines are dropped (but the forwarded ones),
-/// and the signer's own headers are appended.
+/// Signs a head the policy accepted (see [`crate::policy::check`]) into a
+/// new buffer: [`sign_head_in`] with buffers of its own.
 pub fn sign_head(checked: &Checked<'_>, how: &HeadSigning<'_>) -> SignedHead {
-    let head = &checked.head;
-    let host = header_value(head, b"host").unwrap_or(b"");
-    let sha_header = how.content_sha256_header.then_some(how.payload_hash);
-    let mut to_sign = signed_headers(host, sha_header, how.amz_date, how.session_token);
-    let keep = |name: &[u8]| {
-        !is_owned_header(name) || (is_forwardable(name) && is_listed(name, how.forward))
-    };
-    for (name, value, _) in &head.headers {
-        if is_owned_header(name) && keep(name) {
-            to_sign.push((name, value));
-        }
-    }
-    let (path, query) = (&checked.path, &checked.query);
-    let req = Request {
-        method: head.method,
-        path,
-        query,
-        headers: &to_sign,
-        payload_hash: how.payload_hash.as_bytes(),
-        rules: how.rules,
-    };
-    let signed = sign(&req, &how.creds, how.amz_date);
-
-    let mut out = Vec::with_capacity(head.len + 256 + signed.authorization().len());
-    out.extend_from_slice(head.method);
-    out.push(b' ');
-    out.extend_from_slice(path);
-    if !query.is_empty() {
-        out.push(b'?');
-        out.extend_from_slice(query);
-    }
-    out.extend_from_slice(head.version);
-    out.extend_from_slice(b"\r\n");
-    let mut dropped = 0;
-    for (name, _, line) in &head.headers {
-        if keep(name) {
-            out.extend_from_slice(line);
-        } else {
-            dropped += 1;
-        }
-    }
-    for (name, value) in sha_header
-        .map(|h| ("x-amz-content-sha256", h))
-        .into_iter()
-        .chain([("x-amz-date", how.amz_date)])
-        .chain(how.session_token.map(|t| ("x-amz-security-token", t)))
-        .chain([("Authorization", signed.authorization())])
-    {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    let mut ws = Workspace::default();
+    let sig = sign_head_in(checked, how, &mut ws);
+    let mut head = vec![0u8; sig.len()];
+    let auth = sig.write(checked, how, &ws, &mut head).unwrap_or(0..0);
+    let authorization = String::from_utf8_lossy(&head[auth]).into_owned();
+    let signed = Signed::from_parts(
+        std::mem::take(&mut ws.canonical),
+        sig.canonical_end,
+        sig.signed.clone(),
+        sig.signature,
+        authorization,
+    );
+    ws.wipe();
     SignedHead {
-        head: out,
+        head,
         signed,
+        dropped: sig.dropped,
+    }
+}
+
+/// How many forwarded `x-amz-*` headers fit the signed header list
+/// without a heap allocation.
+const INLINE_FORWARDED: usize = 8;
+
+/// The signature of a head, made by [`sign_head_in`]: the new head is
+/// [`HeadSignature::len`] bytes long and [`HeadSignature::write`] writes
+/// it. The canonical request and the string to sign stay in the
+/// workspace.
+#[derive(Clone, Debug)]
+pub struct HeadSignature {
+    /// How many client or stale `Authorization`/`x-amz-*` lines are dropped.
+    pub dropped: usize,
+    canonical_end: usize,
+    signed: std::ops::Range<usize>,
+    signature: [u8; 32],
+    hex: [u8; 64],
+    len: usize,
+}
+
+/// The signed header lists of the signer's own headers, by whether
+/// `x-amz-content-sha256` and `x-amz-security-token` are in.
+const OWN_LISTS: [&str; 4] = [
+    "host;x-amz-date",
+    "host;x-amz-date;x-amz-security-token",
+    "host;x-amz-content-sha256;x-amz-date",
+    "host;x-amz-content-sha256;x-amz-date;x-amz-security-token",
+];
+
+/// Signs a head the policy accepted (see [`crate::policy::check_in`]):
+/// the request line gets the checked target, the client's and stale
+/// `Authorization`/`x-amz-*` lines are dropped (but the forwarded ones),
+/// and the signer's own headers are appended. The canonical request goes
+/// to the workspace (where [`Workspace::wipe`] clears it); nothing is
+/// allocated once the workspace has grown.
+pub fn sign_head_in(
+    checked: &Checked<'_>,
+    how: &HeadSigning<'_>,
+    ws: &mut Workspace,
+) -> HeadSignature {
+    let head = &checked.head;
+    let sha_header = how.content_sha256_header.then_some(how.payload_hash);
+    // the forwarded x-amz-* headers, signed with the signer's own
+    let mut forwarded: [(&[u8], &[u8]); INLINE_FORWARDED] = [(b"", b""); INLINE_FORWARDED];
+    let mut n = 0;
+    let mut more: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut dropped = 0;
+    let mut kept_len = 0;
+    for (name, value, line, kind) in head.entries() {
+        if kind == Kind::Other {
+            kept_len += line.len();
+        } else if kind == Kind::Signers || !is_listed(name, how.forward) {
+            dropped += 1;
+        } else {
+            kept_len += line.len();
+            if n < INLINE_FORWARDED {
+                forwarded[n] = (name, value);
+                n += 1;
+            } else {
+                more.push((name, value));
+            }
+        }
+    }
+
+    let Workspace {
+        canonical: buf,
+        scratch,
+        pairs,
+        ..
+    } = ws;
+    buf.clear();
+    buf.extend_from_slice(head.method);
+    buf.push(b'\n');
+    match (how.rules, checked.rules) {
+        // the checked path is the strict form, its own canonical URI
+        (PathRules::S3, PathRules::S3) if !checked.path.is_empty() => {
+            buf.extend_from_slice(&checked.path)
+        }
+        (PathRules::Generic { normalize: true }, _) if !checked.path.is_empty() => {
+            scratch.clear();
+            crate::normalize_into(&checked.path, scratch);
+            crate::encode_into(scratch, true, buf);
+        }
+        (rules, _) => crate::write_canonical_uri(&checked.path, rules, buf),
+    }
+    buf.push(b'\n');
+    crate::write_canonical_strict_query(&checked.query, pairs, buf);
+    buf.push(b'\n');
+    let signed = if n == 0 {
+        // the usual case: the signer's own headers only, in order, and
+        // their values need no trimming but the Host's and the token's
+        buf.extend_from_slice(b"host:");
+        crate::write_trimmed_value(head.host(), buf);
+        if let Some(sha) = sha_header {
+            buf.extend_from_slice(b"\nx-amz-content-sha256:");
+            buf.extend_from_slice(sha.as_bytes());
+        }
+        buf.extend_from_slice(b"\nx-amz-date:");
+        buf.extend_from_slice(how.amz_date.as_bytes());
+        if let Some(token) = how.session_token {
+            buf.extend_from_slice(b"\nx-amz-security-token:");
+            crate::write_trimmed_value(token.as_bytes(), buf);
+        }
+        buf.extend_from_slice(b"\n\n");
+        let list = OWN_LISTS
+            [usize::from(sha_header.is_some()) * 2 + usize::from(how.session_token.is_some())];
+        let start = buf.len();
+        buf.extend_from_slice(list.as_bytes());
+        start..buf.len()
+    } else {
+        let mut all: Vec<(&[u8], &[u8])> = Vec::new();
+        let mut list: [(&[u8], &[u8]); INLINE_FORWARDED + 4] = [(b"", b""); INLINE_FORWARDED + 4];
+        list[0] = (b"host", head.host());
+        let mut k = 1;
+        if let Some(sha) = sha_header {
+            list[k] = (b"x-amz-content-sha256", sha.as_bytes());
+            k += 1;
+        }
+        list[k] = (b"x-amz-date", how.amz_date.as_bytes());
+        k += 1;
+        if let Some(token) = how.session_token {
+            list[k] = (b"x-amz-security-token", token.as_bytes());
+            k += 1;
+        }
+        list[k..k + n].copy_from_slice(&forwarded[..n]);
+        k += n;
+        let to_sign: &[(&[u8], &[u8])] = if more.is_empty() {
+            &list[..k]
+        } else {
+            all.extend_from_slice(&list[..k]);
+            all.extend_from_slice(&more);
+            &all
+        };
+        crate::write_headers(to_sign, buf)
+    };
+    buf.push(b'\n');
+    buf.extend_from_slice(how.payload_hash.as_bytes());
+    let canonical_end = buf.len();
+    let hash = crate::sha256(buf);
+    crate::write_string_to_sign(how.amz_date, how.creds.scope, &hash, buf);
+    let signature = crate::hmac_with_signing_key(how.creds.key, &buf[canonical_end..]);
+    let mut hex = [0u8; 64];
+    crate::hex_lower(&signature, &mut hex);
+    // the length of what `emit` writes, line by line
+    let mut len = head.method.len() + 1 + checked.path.len() + head.version.len() + 2;
+    if !checked.query.is_empty() {
+        len += 1 + checked.query.len();
+    }
+    len += kept_len;
+    if let Some(sha) = sha_header {
+        len += "x-amz-content-sha256: \r\n".len() + sha.len();
+    }
+    len += "x-amz-date: \r\n".len() + how.amz_date.len();
+    if let Some(token) = how.session_token {
+        len += "x-amz-security-token: \r\n".len() + token.len();
+    }
+    len += "Authorization:  Credential=/, SignedHeaders=, Signature=\r\n\r\n".len()
+        + crate::ALGORITHM.len()
+        + how.creds.access_key.len()
+        + how.creds.scope.as_str().len()
+        + signed.len()
+        + hex.len();
+    HeadSignature {
         dropped,
+        canonical_end,
+        signed,
+        signature,
+        hex,
+        len,
+    }
+}
+
+/// Where the bytes of a head go.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+    fn pos(&self) -> usize;
+}
+
+struct Fill<'b> {
+    buf: &'b mut [u8],
+    at: usize,
+    short: bool,
+}
+
+impl Sink for Fill<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        match self.buf.get_mut(self.at..self.at + bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.at += bytes.len();
+            }
+            None => self.short = true,
+        }
+    }
+    fn pos(&self) -> usize {
+        self.at
+    }
+}
+
+impl HeadSignature {
+    /// The length of the signed head.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never: a head has at least its request line.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes the signed head into the first [`HeadSignature::len`] bytes
+    /// of `out`; returns where the `Authorization` value is in it, or
+    /// `None` when `out` is too short. `checked`, `how` and `ws` must be
+    /// those the signature was made with.
+    pub fn write(
+        &self,
+        checked: &Checked<'_>,
+        how: &HeadSigning<'_>,
+        ws: &Workspace,
+        out: &mut [u8],
+    ) -> Option<std::ops::Range<usize>> {
+        let mut fill = Fill {
+            buf: out,
+            at: 0,
+            short: false,
+        };
+        let auth = self.emit(checked, how, &ws.canonical, &mut fill);
+        (!fill.short && fill.at == self.len).then_some(auth)
+    }
+
+    /// The canonical request that was hashed.
+    pub fn canonical_request<'w>(&self, ws: &'w Workspace) -> &'w [u8] {
+        ws.canonical.get(..self.canonical_end).unwrap_or(b"")
+    }
+
+    /// The string to sign.
+    pub fn string_to_sign<'w>(&self, ws: &'w Workspace) -> &'w str {
+        std::str::from_utf8(ws.canonical.get(self.canonical_end..).unwrap_or(b"")).unwrap_or("")
+    }
+
+    /// The lowercase hex signature.
+    pub fn signature_hex(&self) -> &str {
+        std::str::from_utf8(&self.hex).unwrap_or("")
+    }
+
+    /// The new head, into `sink`; returns where the `Authorization` value is.
+    fn emit(
+        &self,
+        checked: &Checked<'_>,
+        how: &HeadSigning<'_>,
+        canonical: &[u8],
+        out: &mut impl Sink,
+    ) -> std::ops::Range<usize> {
+        let head = &checked.head;
+        out.put(head.method);
+        out.put(b" ");
+        out.put(&checked.path);
+        if !checked.query.is_empty() {
+            out.put(b"?");
+            out.put(&checked.query);
+        }
+        out.put(head.version);
+        out.put(b"\r\n");
+        for (name, _, line, kind) in head.entries() {
+            if kind == Kind::Other || (kind == Kind::Amz && is_listed(name, how.forward)) {
+                out.put(line);
+            }
+        }
+        if how.content_sha256_header {
+            out.put(b"x-amz-content-sha256: ");
+            out.put(how.payload_hash.as_bytes());
+            out.put(b"\r\n");
+        }
+        out.put(b"x-amz-date: ");
+        out.put(how.amz_date.as_bytes());
+        out.put(b"\r\n");
+        if let Some(token) = how.session_token {
+            out.put(b"x-amz-security-token: ");
+            out.put(token.as_bytes());
+            out.put(b"\r\n");
+        }
+        out.put(b"Authorization: ");
+        let start = out.pos();
+        out.put(crate::ALGORITHM.as_bytes());
+        out.put(b" Credential=");
+        out.put(how.creds.access_key.as_bytes());
+        out.put(b"/");
+        out.put(how.creds.scope.as_str().as_bytes());
+        out.put(b", SignedHeaders=");
+        out.put(canonical.get(self.signed.clone()).unwrap_or(b""));
+        out.put(b", Signature=");
+        out.put(&self.hex);
+        let end = out.pos();
+        out.put(b"\r\n\r\n");
+        start..end
     }
 }
 
@@ -432,10 +930,9 @@ fn is_listed(name: &[u8], list: &[String]) -> bool {
 
 /// The value of the first header with this name (case-insensitive).
 pub fn header_value<'a>(head: &Head<'a>, name: &[u8]) -> Option<&'a [u8]> {
-    head.headers
-        .iter()
+    head.headers()
         .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v, _)| *v)
+        .map(|(_, v, _)| v)
 }
 
 #[cfg(test)]
