@@ -721,7 +721,8 @@ pub fn is_unreserved(b: u8) -> bool {
     KEEP[b as usize] & 1 != 0
 }
 
-/// Per byte: bit 0 unreserved, bit 1 unreserved or `/`.
+/// Per byte: bit 0 unreserved, bit 1 unreserved or `/`, bit 2 `&` or `=`
+/// (the separators of a query).
 const KEEP: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
@@ -731,11 +732,27 @@ const KEEP: [u8; 256] = {
             t[i] = 3;
         } else if b == b'/' {
             t[i] = 2;
+        } else if b == b'&' || b == b'=' {
+            t[i] = 4;
         }
         i += 1;
     }
     t
 };
+
+/// True when `bytes[i..]` starts with an escape already in the strict form:
+/// `%` and two uppercase hex digits of a byte outside KEEP class `mask`.
+#[inline]
+fn strict_escape_at(bytes: &[u8], i: usize, mask: u8) -> bool {
+    match bytes.get(i..i + 3) {
+        Some(&[b'%', hi, lo]) => {
+            UPPER_HEX[hi as usize] < 16
+                && UPPER_HEX[lo as usize] < 16
+                && KEEP[(UPPER_HEX[hi as usize] << 4 | UPPER_HEX[lo as usize]) as usize] & mask == 0
+        }
+        _ => false,
+    }
+}
 
 /// Appends one byte, as `%XX` unless it is unreserved (or `/` with `keep_slash`).
 #[inline]
@@ -846,19 +863,10 @@ fn requote(bytes: &[u8], plus_is_space: bool, keep_slash: bool, out: &mut Vec<u8
             i = keep_run(bytes, i, mask);
             // an escape already in the strict form (uppercase hex, of a
             // byte that must be escaped) stays in the run
-            match bytes.get(i..i + 3) {
-                Some(&[b'%', hi, lo])
-                    if UPPER_HEX[hi as usize] < 16
-                        && UPPER_HEX[lo as usize] < 16
-                        && KEEP
-                            [(UPPER_HEX[hi as usize] << 4 | UPPER_HEX[lo as usize]) as usize]
-                            & mask
-                            == 0 =>
-                {
-                    i += 3
-                }
-                _ => break,
+            if !strict_escape_at(bytes, i, mask) {
+                break;
             }
+            i += 3;
         }
         out.extend_from_slice(&bytes[start..i]);
         let Some(&c) = bytes.get(i) else { break };
@@ -987,6 +995,10 @@ pub fn write_strict_query(query: &[u8], out: &mut Vec<u8>) {
 /// strict form, `keep` accepts.
 pub fn write_strict_query_filtered(query: &[u8], keep: &dyn Fn(&[u8]) -> bool, out: &mut Vec<u8>) {
     let start = out.len();
+    if write_if_strict(query, keep, out) {
+        return;
+    }
+    out.truncate(start);
     for (k, v, eq) in query_parts(query) {
         let at = out.len();
         if at > start {
@@ -1003,6 +1015,42 @@ pub fn write_strict_query_filtered(query: &[u8], keep: &dyn Fn(&[u8]) -> bool, o
             requote_query_component(v, out);
         }
     }
+}
+
+/// [`write_strict_query_filtered`] for a query that is already in its
+/// strict form (what SDKs send): each kept parameter is copied as it is.
+/// False, with whatever it wrote, for any other query.
+fn write_if_strict(query: &[u8], keep: &dyn Fn(&[u8]) -> bool, out: &mut Vec<u8>) -> bool {
+    if query.is_empty() {
+        return true;
+    }
+    // unreserved bytes, `&`, `=` and strict escapes only
+    let mut i = 0;
+    while i < query.len() {
+        i = keep_run(query, i, 1 | 4);
+        if i < query.len() {
+            if !strict_escape_at(query, i, 1) {
+                return false;
+            }
+            i += 3;
+        }
+    }
+    let start = out.len();
+    for part in query.split(|&b| b == b'&') {
+        // no empty pair, at most one `=` (another is `%3D` in a value)
+        let eq = part.iter().position(|&b| b == b'=');
+        let key = &part[..eq.unwrap_or(part.len())];
+        if part.is_empty() || eq.is_some_and(|e| part[e + 1..].contains(&b'=')) {
+            return false;
+        }
+        if keep(key) {
+            if out.len() > start {
+                out.push(b'&');
+            }
+            out.extend_from_slice(part);
+        }
+    }
+    true
 }
 
 /// The strict form of a path: decoded once, encoded with the unreserved

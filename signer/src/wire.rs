@@ -145,14 +145,41 @@ enum Kind {
     Signers,
 }
 
-/// The kind of a header name.
+/// `name` (token characters only) equals `lower` (lowercase letters,
+/// digits and `-`) but for case, eight bytes a round: for a token
+/// character `b`, `b | 0x20` is such a byte `l` only when `b` is `l` or
+/// its uppercase (0x0D and 0x10, which would also fold onto `-` and `0`,
+/// are no token characters).
+fn token_is(name: &[u8], lower: &[u8]) -> bool {
+    if name.len() != lower.len() {
+        return false;
+    }
+    let word = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..b.len()].copy_from_slice(b);
+        u64::from_le_bytes(w)
+    };
+    name.chunks(8)
+        .zip(lower.chunks(8))
+        .all(|(n, l)| word(n) | (0x2020_2020_2020_2020 & word_mask(n.len())) == word(l))
+}
+
+/// Ones in the low `n` bytes of a word.
+fn word_mask(n: usize) -> u64 {
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * n)) - 1
+    }
+}
+
+/// The kind of a header name (token characters only).
 fn kind_of(name: &[u8]) -> Kind {
-    if name.len() >= 6 && name[..6].eq_ignore_ascii_case(b"x-amz-") {
+    if name.len() >= 6 && token_is(&name[..6], b"x-amz-") {
         let own = match name.len() {
-            10 => name.eq_ignore_ascii_case(b"x-amz-date"),
+            10 => token_is(name, b"x-amz-date"),
             20 => {
-                name.eq_ignore_ascii_case(b"x-amz-content-sha256")
-                    || name.eq_ignore_ascii_case(b"x-amz-security-token")
+                token_is(name, b"x-amz-content-sha256") || token_is(name, b"x-amz-security-token")
             }
             _ => false,
         };
@@ -161,7 +188,7 @@ fn kind_of(name: &[u8]) -> Kind {
         } else {
             Kind::Amz
         }
-    } else if name.len() == 13 && name.eq_ignore_ascii_case(b"authorization") {
+    } else if token_is(name, b"authorization") {
         Kind::Signers
     } else {
         Kind::Other
@@ -460,11 +487,11 @@ pub(crate) fn parse_head_into<'a>(
             kind: kind_of(name),
         };
         match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => {
+            4 if token_is(name, b"host") => {
                 hosts += 1;
                 host = lines.len();
             }
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
+            14 if token_is(name, b"content-length") => {
                 lengths += 1;
                 match parse_length(value) {
                     Some(n) => body = Body::Length(n),
@@ -474,7 +501,7 @@ pub(crate) fn parse_head_into<'a>(
                     }
                 }
             }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+            17 if token_is(name, b"transfer-encoding") => {
                 chunked += 1;
                 if !value.eq_ignore_ascii_case(b"chunked") {
                     fault = Some(HeadError::Framing);
@@ -482,7 +509,7 @@ pub(crate) fn parse_head_into<'a>(
                 }
                 body = Body::Chunked;
             }
-            10 if name.eq_ignore_ascii_case(b"connection") => connections += 1,
+            10 if token_is(name, b"connection") => connections += 1,
             _ => {}
         }
         lines.push(line);
@@ -1011,6 +1038,38 @@ x-amz-checksum-mode:  ENABLED \r\n\r\n";
         let (p, q) = strict_target(b"/a+b/c d/%2b/100%/(x)", b"prefix=a+b&acl&x=%2F&&y=1=2");
         assert_eq!(p, b"/a%2Bb/c%20d/%2B/100%25/%28x%29");
         assert_eq!(q, b"prefix=a%20b&acl&x=%2F&y=1%3D2");
+    }
+
+    #[test]
+    fn token_names_by_words() {
+        let names: [&[u8]; 6] = [
+            b"host",
+            b"x-amz-",
+            b"x-amz-date",
+            b"x-amz-content-sha256",
+            b"authorization",
+            b"transfer-encoding",
+        ];
+        for lower in names {
+            assert!(token_is(lower, lower));
+            assert!(token_is(&lower.to_ascii_uppercase(), lower));
+            for i in 0..lower.len() {
+                // every other token character in any one place differs
+                for b in (0u8..=255).filter(|&b| is_tchar(b)) {
+                    let mut n = lower.to_vec();
+                    n[i] = b;
+                    let same = b.eq_ignore_ascii_case(&lower[i]);
+                    assert_eq!(
+                        token_is(&n, lower),
+                        same,
+                        "{:?} {:?}",
+                        String::from_utf8_lossy(&n),
+                        b
+                    );
+                }
+            }
+            assert!(!token_is(&lower[1..], lower));
+        }
     }
 
     #[test]
