@@ -443,13 +443,7 @@ pub fn sign(req: &Request<'_>, creds: &Credentials<'_>, amz_date: &str) -> Signe
         std::str::from_utf8(&buf[signed_headers.clone()]).unwrap_or(""),
         std::str::from_utf8(&sig_hex).unwrap_or_default(),
     );
-    Signed {
-        buf,
-        canonical_end,
-        signed_headers,
-        signature,
-        authorization,
-    }
+    Signed::from_parts(buf, canonical_end, signed_headers, signature, authorization)
 }
 
 /// The `Authorization` value alone, with `scratch` (cleared first, then
