@@ -24,6 +24,15 @@ function's own instructions are counted apart. What is left over plain is
 the module's own work; the table gives it as a share of plain's whole
 proxy path. With --max-ratio R the script fails when that share is over R
 for aws_sign or variables (scripts/test runs it as a regression guard).
+
+Every variant keeps its upstream connection alive: a location that sets
+headers of its own sets `Connection ""` again (proxy_set_header lines are
+inherited only by a location that has none).
+
+For profiling: --profile VARIANT prints that variant's costliest functions;
+INSTRUCTIONS_TREE=caller|calling adds call trees, INSTRUCTIONS_AUTO=1
+annotates sources (build with CARGO_PROFILE_RELEASE_DEBUG=line-tables-only),
+INSTRUCTIONS_KEEP=DIR keeps each variant's dump as DIR/VARIANT.out.
 """
 
 from __future__ import annotations
@@ -144,6 +153,7 @@ http {{
             proxy_set_header Authorization $s3_auth_token;
             proxy_set_header x-amz-date $aws_date;
             proxy_set_header x-amz-content-sha256 $aws_content_sha256;
+            proxy_set_header Connection "";
             proxy_pass http://up;
         }}""",
         "redirect": "aws_s3_bucket photos; location / { return 302 https://photos.s3.amazonaws.com$uri; }",
@@ -206,6 +216,8 @@ http {{
         if not dumps:
             raise SystemExit("callgrind wrote no dump")
         rows[name] = costs(dumps[-1], args.requests)
+        if os.environ.get("INSTRUCTIONS_KEEP"):
+            shutil.copy(dumps[-1], os.path.join(os.environ["INSTRUCTIONS_KEEP"], name + ".out"))
         if name == args.profile:
             tree = os.environ.get("INSTRUCTIONS_TREE")
             text = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100"]

@@ -988,9 +988,19 @@ pub fn write_strict_query(query: &[u8], out: &mut Vec<u8>) {
 /// [`write_strict_query`] keeping only the parameters whose name, in its
 /// strict form, `keep` accepts.
 pub fn write_strict_query_filtered(query: &[u8], keep: &dyn Fn(&[u8]) -> bool, out: &mut Vec<u8>) {
+    write_strict_query_in_order(query, keep, out);
+}
+
+/// [`write_strict_query_filtered`]; true when what it wrote is its own
+/// canonical form (see [`is_canonical_order`]).
+pub(crate) fn write_strict_query_in_order(
+    query: &[u8],
+    keep: &dyn Fn(&[u8]) -> bool,
+    out: &mut Vec<u8>,
+) -> bool {
     let start = out.len();
-    if write_if_strict(query, keep, out) {
-        return;
+    if let Some(in_order) = write_if_strict(query, keep, out) {
+        return in_order;
     }
     out.truncate(start);
     for (k, v, eq) in query_parts(query) {
@@ -1009,42 +1019,54 @@ pub fn write_strict_query_filtered(query: &[u8], keep: &dyn Fn(&[u8]) -> bool, o
             requote_query_component(v, out);
         }
     }
+    false
 }
 
 /// [`write_strict_query_filtered`] for a query that is already in its
 /// strict form (what SDKs send): each kept parameter is copied as it is.
-/// False, with whatever it wrote, for any other query.
-fn write_if_strict(query: &[u8], keep: &dyn Fn(&[u8]) -> bool, out: &mut Vec<u8>) -> bool {
+/// `None`, with whatever it wrote, for any other query; else whether
+/// what it wrote is its own canonical form (see [`is_canonical_order`]).
+fn write_if_strict(query: &[u8], keep: &dyn Fn(&[u8]) -> bool, out: &mut Vec<u8>) -> Option<bool> {
     if query.is_empty() {
-        return true;
-    }
-    // unreserved bytes, `&`, `=` and strict escapes only
-    let mut i = 0;
-    while i < query.len() {
-        i = keep_run(query, i, 1 | 4);
-        if i < query.len() {
-            if !strict_escape_at(query, i, 1) {
-                return false;
-            }
-            i += 3;
-        }
+        return Some(true);
     }
     let start = out.len();
-    for part in query.split(|&b| b == b'&') {
-        // no empty pair, at most one `=` (another is `%3D` in a value)
-        let eq = part.iter().position(|&b| b == b'=');
-        let key = &part[..eq.unwrap_or(part.len())];
-        if part.is_empty() || eq.is_some_and(|e| part[e + 1..].contains(&b'=')) {
-            return false;
-        }
-        if keep(key) {
-            if out.len() > start {
-                out.push(b'&');
+    // one pass: unreserved bytes, strict escapes, `&` between non-empty
+    // parameters, at most one `=` in each (another is `%3D` in a value)
+    let (mut part, mut eq) = (0usize, None::<usize>);
+    let mut in_order = true;
+    let mut prev: (&[u8], &[u8]) = (b"", b"");
+    let mut i = 0;
+    loop {
+        i = keep_run(query, i, 1);
+        match query.get(i) {
+            Some(b'=') if eq.is_none() => {
+                eq = Some(i);
+                i += 1;
             }
-            out.extend_from_slice(part);
+            Some(b'%') if strict_escape_at(query, i, 1) => i += 3,
+            None | Some(b'&') if i > part => {
+                let e = eq.unwrap_or(i);
+                let key = &query[part..e];
+                if keep(key) {
+                    let value = query.get(e + 1..i).unwrap_or(b"");
+                    if out.len() > start {
+                        out.push(b'&');
+                        in_order &= (key, value) >= prev;
+                    }
+                    in_order &= eq.is_some();
+                    prev = (key, value);
+                    out.extend_from_slice(&query[part..i]);
+                }
+                if i == query.len() {
+                    return Some(in_order);
+                }
+                i += 1;
+                (part, eq) = (i, None);
+            }
+            _ => return None,
         }
     }
-    true
 }
 
 /// The strict form of a path: decoded once, encoded with the unreserved
@@ -1116,6 +1138,10 @@ pub(crate) fn write_canonical_strict_query(
     pairs: &mut Vec<(u32, u32, u32)>,
     out: &mut Vec<u8>,
 ) {
+    if is_canonical_order(query) {
+        out.extend_from_slice(query);
+        return;
+    }
     pairs.clear();
     let mut at = 0usize;
     for part in query.split(|&b| b == b'&') {
@@ -1142,6 +1168,24 @@ pub(crate) fn write_canonical_strict_query(
         out.push(b'=');
         out.extend_from_slice(value(p));
     }
+}
+
+/// True when a strict query is its own canonical form, as SDKs send it:
+/// every parameter has its `=`, none is empty, and they come sorted by
+/// name then value. Nothing needs moving then.
+fn is_canonical_order(query: &[u8]) -> bool {
+    let mut prev: Option<(&[u8], &[u8])> = None;
+    for part in query.split(|&b| b == b'&') {
+        let Some(eq) = memchr::memchr(b'=', part) else {
+            return false;
+        };
+        let pair = (&part[..eq], &part[eq + 1..]);
+        if prev.is_some_and(|p| pair < p) {
+            return false;
+        }
+        prev = Some(pair);
+    }
+    prev.is_some()
 }
 
 /// True when every byte is above `' '` (no space, tab, line break or other
@@ -1313,6 +1357,59 @@ fn write_headers(headers: &[(&[u8], &[u8])], out: &mut Vec<u8>) -> std::ops::Ran
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strict_queries_in_order_are_their_own_canonical_form() {
+        // every query of up to three parameters over a few names and
+        // values, with and without `=`: the copy taken for a query
+        // already in order is what sorting writes
+        let parts: Vec<&[u8]> = vec![
+            b"a", b"a=", b"a=x", b"a=y", b"a-=x", b"b=", b"b=x", b"A=x", b"a.b=", b"",
+        ];
+        let mut queries: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..3 {
+            let mut next = Vec::new();
+            for q in &queries {
+                for p in &parts {
+                    let mut q2 = q.clone();
+                    if !q.is_empty() {
+                        q2.push(b'&');
+                    }
+                    q2.extend_from_slice(p);
+                    next.push(q2);
+                }
+            }
+            queries.extend(next);
+        }
+        let (mut copied, mut in_order_seen, mut pairs) = (0, 0, Vec::new());
+        for q in &queries {
+            let mut strict = Vec::new();
+            write_strict_query(q, &mut strict);
+            let mut fast = b"x".to_vec();
+            write_canonical_strict_query(&strict, &mut pairs, &mut fast);
+            let mut slow = b"x".to_vec();
+            write_canonical_query(q, &mut slow);
+            assert_eq!(fast, slow, "{}", String::from_utf8_lossy(q));
+            copied += usize::from(is_canonical_order(&strict));
+            // the order found while the query is made strict (kept
+            // parameters only) says the same
+            for keep_b in [false, true] {
+                let keep = |n: &[u8]| keep_b || !n.starts_with(b"b");
+                let mut kept = Vec::new();
+                let in_order = write_strict_query_in_order(q, &keep, &mut kept);
+                let mut canonical = Vec::new();
+                write_canonical_query(&kept, &mut canonical);
+                if in_order {
+                    assert_eq!(kept, canonical, "{}", String::from_utf8_lossy(q));
+                    in_order_seen += 1;
+                }
+            }
+        }
+        assert!(
+            copied > 100 && in_order_seen > 100,
+            "{copied} {in_order_seen}"
+        );
+    }
 
     #[test]
     fn authorization_into_equals_sign() {

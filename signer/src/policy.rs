@@ -15,7 +15,7 @@
 use std::fmt;
 
 use crate::wire::{parse_head_into, Head, HeadError, Workspace};
-use crate::{percent_at, requote_path, write_strict_query_filtered, PathRules};
+use crate::{percent_at, requote_path, write_strict_query_in_order, PathRules};
 
 /// A set of HTTP methods, among those the module can sign.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,6 +263,9 @@ pub struct Checked<'a> {
     /// The query to send and sign: the forwarded parameters in their
     /// strict form.
     pub query: Vec<u8>,
+    /// True when `query` is its own canonical form (its parameters, all
+    /// with `=`, sorted as the canonical request lists them).
+    pub query_in_order: bool,
     /// The rules the path was checked under.
     pub rules: PathRules,
 }
@@ -332,11 +335,13 @@ pub fn check_in<'a>(
     }
     let mut query = std::mem::take(&mut ws.query);
     query.clear();
-    write_strict_query_filtered(head.query, &|name| policy.query.keeps(name), &mut query);
+    let query_in_order =
+        write_strict_query_in_order(head.query, &|name| policy.query.keeps(name), &mut query);
     Ok(Checked {
         head,
         path,
         query,
+        query_in_order,
         rules: policy.rules,
     })
 }

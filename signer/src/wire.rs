@@ -299,16 +299,6 @@ impl Workspace {
     }
 }
 
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
-}
-
 /// RFC 9110 token characters (method and header names).
 const TCHAR: [bool; 256] = {
     let mut t = [false; 256];
@@ -472,11 +462,14 @@ pub(crate) fn parse_head_into<'a>(
         }
         let name = &hl[..k];
         let raw_value = &hl[k + 1..];
-        let value = trim(raw_value);
         let lead = raw_value
             .iter()
             .take_while(|&&b| b == b' ' || b == b'\t')
             .count();
+        let mut value = &raw_value[lead..];
+        while let [rest @ .., b' ' | b'\t'] = value {
+            value = rest;
+        }
         let vstart = at + k + 1 + lead;
         let line = Line {
             start: at as u32,
@@ -724,7 +717,11 @@ pub fn sign_head_in(
         (rules, _) => crate::write_canonical_uri(&checked.path, rules, buf),
     }
     buf.push(b'\n');
-    crate::write_canonical_strict_query(&checked.query, pairs, buf);
+    if checked.query_in_order {
+        buf.extend_from_slice(&checked.query);
+    } else {
+        crate::write_canonical_strict_query(&checked.query, pairs, buf);
+    }
     buf.push(b'\n');
     let signed = if n == 0 {
         // the usual case: the signer's own headers only, in order, and
