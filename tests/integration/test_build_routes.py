@@ -27,7 +27,8 @@ REPO = harness.REPO_ROOT
 # One cargo target directory for both routes: the dependencies compile once
 # (each route's output is used before the other builds).
 ROUTE_TARGET = os.path.join(REPO, "target", "route-build")
-# The core cases: every key and route, uploads, behaviour at the edges.
+# The core cases: every route, mode and style with a few keys and queries of
+# each kind (NGX_TEST_CORPUS=core), uploads, behaviour at the edges.
 CORE = [
     "tests/integration/test_s3_get.py",
     "tests/integration/test_behaviour.py",
@@ -42,7 +43,7 @@ CORE = [
 
 
 def run_core(nginx_bin: str, module: str) -> str:
-    env = dict(os.environ, NGINX_BIN=nginx_bin, NGX_MODULE=module)
+    env = dict(os.environ, NGINX_BIN=nginx_bin, NGX_MODULE=module, NGX_TEST_CORPUS="core")
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *CORE],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-5000:] + p.stderr[-2000:]
@@ -111,8 +112,11 @@ def test_system_nginx_serves_signed_objects(system_module):
 
 def test_install_lays_out_module_and_debian_snippet(system_module, tmp_path):
     dest = tmp_path / "root"
+    # the same target directory as the fixture's build: nothing to compile again
     p = subprocess.run([os.path.join(REPO, "scripts", "build-for-system-nginx"), "--install",
-                        "--destdir", str(dest)], cwd=REPO, capture_output=True, text=True, timeout=1200)
+                        "--destdir", str(dest)], cwd=REPO,
+                       env=dict(os.environ, NGX_AWS_AUTH_TARGET_DIR=ROUTE_TARGET),
+                       capture_output=True, text=True, timeout=1200)
     assert p.returncode == 0, p.stderr[-3000:]
     installed = dest / "usr/lib/nginx/modules/ngx_http_aws_auth_module.so"
     assert installed.is_file()
