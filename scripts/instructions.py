@@ -29,6 +29,9 @@ Every variant keeps its upstream connection alive: a location that sets
 headers of its own sets `Connection ""` again (proxy_set_header lines are
 inherited only by a location that has none).
 
+With --status, the configuration has an aws_auth_status location, so every
+signed request is also counted (the counters' cost).
+
 For profiling: --profile VARIANT prints that variant's costliest functions;
 INSTRUCTIONS_TREE=caller|calling adds call trees, INSTRUCTIONS_AUTO=1
 annotates sources (build with CARGO_PROFILE_RELEASE_DEBUG=line-tables-only),
@@ -96,6 +99,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--warm", type=int, default=500)
     ap.add_argument("--max-ratio", type=float, default=None)
+    ap.add_argument("--status", action="store_true",
+                    help="with an aws_auth_status location: every variant counts into the zone")
     ap.add_argument("--profile", metavar="VARIANT",
                     help="also print the functions that cost most in this variant")
     args = ap.parse_args()
@@ -162,6 +167,8 @@ http {{
     ports = {name: free_port() for name in variants}
     servers = "\n".join(
         f"    server {{ listen 127.0.0.1:{ports[n]}; {body} }}" for n, body in variants.items())
+    if args.status:
+        servers += f"\n    server {{ listen 127.0.0.1:{free_port()}; location = /metrics {{ aws_auth_status; }} }}"
     os.makedirs(f"{work}/front/logs")
     with open(f"{work}/front/nginx.conf", "w") as f:
         f.write(f"""load_module {args.module};

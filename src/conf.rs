@@ -221,7 +221,7 @@ const fn command(name: ngx_str_t, args: u32, set: SetFn) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 25] = [
+pub static mut COMMANDS: [ngx_command_t; 26] = [
     command(
         ngx_string!("aws_access_key"),
         NGX_CONF_TAKE1,
@@ -318,6 +318,14 @@ pub static mut COMMANDS: [ngx_command_t; 25] = [
         NGX_CONF_NOARGS | NGX_CONF_TAKE1,
         set_sign,
     ),
+    ngx_command_t {
+        name: ngx_string!("aws_auth_status"),
+        type_: (NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_status),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
     ngx_command_t::empty(),
 ];
 
@@ -1034,6 +1042,32 @@ fn parse_forward(values: &[&[u8]]) -> Result<Vec<String>, String> {
         out.push(lower);
     }
     Ok(out)
+}
+
+/// `aws_auth_status`: this location answers with the counters (see
+/// `metrics`), whose shared zone the first such location adds.
+unsafe extern "C" fn set_status(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: cf is the conf of a directive handler in a location (or
+    // server) block; the core module's location configuration of that
+    // block and this module's main configuration exist.
+    unsafe {
+        let Some(clcf) = ngx::http::NgxHttpCoreModule::location_conf_mut(&*cf) else {
+            return NGX_CONF_ERROR;
+        };
+        clcf.handler = Some(crate::metrics::status_handler);
+        let Some(main) = crate::Module::main_conf_mut(&*cf) else {
+            return NGX_CONF_ERROR;
+        };
+        if let Err(why) = crate::metrics::add_zone(cf, main) {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"aws_auth_status\": {why}");
+            return NGX_CONF_ERROR;
+        }
+    }
+    NGX_CONF_OK
 }
 
 unsafe extern "C" fn set_sign(

@@ -19,6 +19,7 @@ use std::cell::RefCell;
 use std::ffi::c_void;
 use std::ptr;
 
+use aws_signer::metrics::Counter;
 use aws_signer::policy::{self, Client, Refusal};
 use aws_signer::wire::{sign_head_in, signed_headers, Body, HeadSignature, HeadSigning, Workspace};
 use aws_signer::{Credentials, PathRules, EMPTY_PAYLOAD_SHA256, UNSIGNED_PAYLOAD};
@@ -452,6 +453,11 @@ unsafe extern "C" fn sign_filter(data: *mut c_void, input: *mut ngx_chain_t) -> 
                 return refuse_upstream(r, u, status);
             }
             ctx.signed_upstream = u;
+            crate::metrics::count(if ctx.vars_used {
+                Counter::SignedVariables
+            } else {
+                Counter::SignedHeader
+            });
         }
         ngx_chain_writer(ptr::addr_of_mut!((*u).writer) as *mut c_void, input)
     }
@@ -848,6 +854,22 @@ pub enum LogReason {
 }
 
 impl LogReason {
+    /// The refusals counter of this reason.
+    pub fn counter(&self) -> Counter {
+        match self {
+            LogReason::Method => Counter::RefusedMethod,
+            LogReason::Bucket => Counter::RefusedBucket,
+            LogReason::Listing => Counter::RefusedListing,
+            LogReason::Injected => Counter::RefusedInjected,
+            LogReason::Head => Counter::RefusedHead,
+            LogReason::NoKey => Counter::RefusedNoCredentials,
+            LogReason::Body => Counter::RefusedBody,
+            LogReason::TooLarge => Counter::RefusedBodyTooLarge,
+            LogReason::Unarmable => Counter::RefusedUnsignable,
+            LogReason::Presign => Counter::RefusedPresign,
+        }
+    }
+
     /// The level of its line: `info` for what clients do all the time
     /// (a method or a bucket listing refused, a body too large), `error`
     /// for a misconfiguration or an attack the operator must see.
@@ -876,6 +898,8 @@ impl From<Refusal> for LogReason {
 /// every request, cannot flood the error log.
 pub fn log_limited(log: *mut ngx_log_t, reason: LogReason, level: u32, text: &str) {
     use std::sync::atomic::{AtomicI64, Ordering};
+    // every refusal is logged through here: counted before the log limit
+    crate::metrics::count(reason.counter());
     const N: usize = 10;
     static LAST: [AtomicI64; N] = [const { AtomicI64::new(i64::MIN) }; N];
     // SAFETY: ngx_cached_time always points to a valid time slot.

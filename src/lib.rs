@@ -32,6 +32,7 @@ pub mod conf;
 pub mod credentials;
 pub mod fetch;
 pub mod handler;
+pub mod metrics;
 pub mod role;
 pub mod variables;
 
@@ -68,6 +69,10 @@ impl HttpModule for Module {
         unsafe { *h = Some(handler::precontent_handler) };
         // SAFETY: postconfiguration is where body filters are chained in.
         unsafe { handler::install_request_body_filter() };
+        if Module::main_conf(cf_ref).is_some_and(|m| m.counters_zone) {
+            // SAFETY: postconfiguration is where header filters are chained in.
+            unsafe { metrics::install_header_filter() };
+        }
         // SAFETY: cf is the postconfiguration conf; every upstream block's
         // peer.init is final once the upstream module's main conf is initialized.
         if unsafe { wrap_peer_inits(cf) } != Status::NGX_OK.0 {
@@ -127,6 +132,10 @@ pub struct MainConf {
     pub roles: Vec<*mut role::RoleSource>,
     /// Per worker: the refresh loops, cancelled when the worker exits.
     pub tasks: Vec<ngx::async_::Task<()>>,
+    /// `aws_auth_status` added the counters' zone.
+    pub counters_zone: bool,
+    /// The counters in that zone, once it is initialized.
+    pub counters: Option<ptr::NonNull<metrics::Counters>>,
 }
 
 // SAFETY: MainConf is the type create_main_conf allocates for this module.
@@ -337,6 +346,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int_
     let Some(main) = Module::main_conf_mut(unsafe { &*cycle }) else {
         return Status::NGX_OK.0;
     };
+    metrics::start_worker(main);
     for &r in &main.roles {
         // SAFETY: every source lives in the cycle pool as long as this
         // configuration, which outlives the worker's tasks (held in the
@@ -392,6 +402,10 @@ pub struct RequestCtx {
     /// The `x-amz-content-sha256` value sent (valid when `sent_sha_len` > 0).
     pub sent_sha: [u8; 64],
     pub sent_sha_len: usize,
+    /// A presigned URL or a `$s3_auth_token` outside the proxy was counted.
+    pub counted_signed: bool,
+    /// The upstream's answer to the signed request was counted.
+    pub counted_upstream: bool,
 }
 
 impl RequestCtx {
@@ -448,6 +462,8 @@ pub unsafe fn request_ctx(r: *mut ngx_http_request_t) -> Option<&'static mut Req
             wait_until_ms: 0,
             sent_sha: [0; 64],
             sent_sha_len: 0,
+            counted_signed: false,
+            counted_upstream: false,
         });
         ngx::http::Request::from_ngx_http_request(r)
             .set_module_ctx(p as *mut c_void, Module::module());

@@ -23,6 +23,7 @@ use aws_signer::creds::{self, RoleCredentials};
 pub use aws_signer::sources::{Assume, Container, Imds, RoleRequest, StsSpec};
 
 use crate::fetch::FetchError;
+use aws_signer::metrics::Counter;
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t,
@@ -490,6 +491,11 @@ fn store(
                 }
                 fits
             };
+            crate::metrics::count(if fits {
+                Counter::RefreshOk
+            } else {
+                Counter::RefreshFailed
+            });
             if fits {
                 ngx_log_error!(
                     NGX_LOG_INFO,
@@ -514,6 +520,7 @@ fn store(
             message: e,
             slow_down,
         }) => {
+            crate::metrics::count(Counter::RefreshFailed);
             let (retry, expiration) = {
                 let mut s = shared.state.write();
                 // asked to slow down (throttled): wait as after two more failures

@@ -30,6 +30,7 @@ use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
 use crate::{handler, loc_conf, request_ctx};
+use aws_signer::metrics::Counter;
 
 type GetFn =
     unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_variable_value_t, usize) -> ngx_int_t;
@@ -276,7 +277,13 @@ unsafe extern "C" fn auth_token_variable(
         }
         // Outside the proxy: the signature the client's own request line would get.
         match handler::sign_client_request(r, ctx) {
-            Some(auth) => set_pool_copy(r, v, auth.as_bytes()),
+            Some(auth) => {
+                if !ctx.counted_signed {
+                    ctx.counted_signed = true;
+                    crate::metrics::count(Counter::SignedVariables);
+                }
+                set_pool_copy(r, v, auth.as_bytes())
+            }
             None => {
                 set_empty(v);
                 Status::NGX_OK.into()
@@ -381,6 +388,10 @@ unsafe extern "C" fn presigned_url_variable(
         };
         match handler::presigned_url(r, ctx) {
             Some(url) => {
+                if !ctx.counted_signed {
+                    ctx.counted_signed = true;
+                    crate::metrics::count(Counter::SignedPresigned);
+                }
                 let url = zeroize::Zeroizing::new(url);
                 let rc = set_pool_copy(r, v, url.as_bytes());
                 let token = loc_conf(r)

@@ -218,6 +218,9 @@ BAD = [
     ("web_identity_needs_a_resolver",
      cfg(f"aws_region us-east-1;\naws_credentials web-identity role_arn={ARN} token_file=/t;", "aws_sign;"),
      ["resolver"]),
+    ("status_with_an_argument", cfg("", "", http="server { listen 127.0.0.1:9; location = /m { aws_auth_status on; } }"),
+     ["aws_auth_status"]),
+    ("status_at_http_level", cfg("", "", http="aws_auth_status;"), ["aws_auth_status"]),
 ]
 
 GOOD = [
@@ -284,6 +287,8 @@ GOOD = [
     ("forward_list_and_nested_none",
      cfg(keys() + "\naws_forward_amz_headers x-amz-checksum-mode x-amz-request-payer;",
          "aws_sign;\nlocation /x/ { aws_forward_amz_headers none; proxy_pass http://127.0.0.1:9; }")),
+    ("status_in_two_places", cfg("location = /m { aws_auth_status; }", "aws_sign;",
+                                 http=keys() + "\nserver { listen 127.0.0.1:9; aws_auth_status; }")),
 ]
 
 
