@@ -20,7 +20,7 @@ use ngx::ffi::{
     NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN,
 };
-use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 use ngx::{ngx_conf_log_error, ngx_string};
 use zeroize::Zeroizing;
 
@@ -647,10 +647,8 @@ pub unsafe fn role_source(
     if r.is_null() {
         return Err("no memory".into());
     }
-    let tag = crate::Module::module() as *const _ as *mut c_void;
-    // SAFETY: r lives as long as the configuration; the tag is this
-    // module, the same over reloads.
-    unsafe { RoleSource::add_zone(r, cf, tag) }?;
+    // SAFETY: r lives as long as the configuration.
+    unsafe { RoleSource::add_zone(r, cf) }?;
     main.roles.push(r);
     // SAFETY: the source lives in the cycle pool as long as this
     // configuration, which outlives every block and request that uses it.

@@ -87,6 +87,41 @@ impl HttpModule for Module {
     }
 }
 
+/// Adds a shared memory zone named `name` of `size` bytes whose `init`
+/// gets `data` (in `zone->data`), tagged with this module.
+///
+/// # Safety
+/// `cf` must be the conf of a directive handler; `data` must stay valid as
+/// long as the configuration.
+pub unsafe fn add_shared_zone(
+    cf: *mut ngx_conf_t,
+    name: &str,
+    size: usize,
+    init: ngx::ffi::ngx_shm_zone_init_pt,
+    data: *mut c_void,
+) -> Result<(), String> {
+    // SAFETY: see the contract; the name is copied into the conf pool,
+    // where nginx keeps it with the zone.
+    unsafe {
+        let mut zname = ngx_str_t {
+            len: name.len(),
+            data: ngx::ffi::ngx_pnalloc((*cf).pool, name.len()) as *mut u8,
+        };
+        if zname.data.is_null() {
+            return Err("no memory".into());
+        }
+        ptr::copy_nonoverlapping(name.as_ptr(), zname.data, name.len());
+        let tag = ptr::addr_of_mut!(ngx_http_aws_auth_module) as *mut c_void;
+        let zone = ngx::ffi::ngx_shared_memory_add(cf, &mut zname, size, tag);
+        if zone.is_null() {
+            return Err(format!("cannot add the shared memory zone \"{name}\""));
+        }
+        (*zone).init = init;
+        (*zone).data = data;
+        Ok(())
+    }
+}
+
 /// Every STS source that must resolve its endpoint's name has a resolver
 /// with servers (`resolver`), or says where to connect (`sts_address=`):
 /// otherwise it could only fail, at run time.

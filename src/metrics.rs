@@ -15,9 +15,9 @@ use aws_signer::metrics::{self, Counter, Expiry, COUNTERS};
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_chain_t, ngx_conf_t, ngx_http_discard_request_body, ngx_http_output_header_filter_pt,
-    ngx_http_request_t, ngx_http_top_header_filter, ngx_int_t, ngx_shared_memory_add,
-    ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t, NGX_HTTP_GET, NGX_HTTP_HEAD,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED,
+    ngx_http_request_t, ngx_http_top_header_filter, ngx_int_t, ngx_shm_zone_t, ngx_slab_alloc,
+    ngx_slab_pool_t, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_NOT_ALLOWED,
 };
 use ngx::http::{HttpModuleMainConf, Request};
 use ngx::ngx_string;
@@ -71,21 +71,7 @@ pub unsafe fn add_zone(cf: *mut ngx_conf_t, main: *mut MainConf) -> Result<(), S
             return Ok(());
         }
         let name = format!("aws_auth_status_v{LAYOUT}");
-        let mut zname = ngx_str_t {
-            len: name.len(),
-            data: ngx::ffi::ngx_pnalloc((*cf).pool, name.len()) as *mut u8,
-        };
-        if zname.data.is_null() {
-            return Err("no memory".into());
-        }
-        ptr::copy_nonoverlapping(name.as_ptr(), zname.data, name.len());
-        let tag = ptr::addr_of_mut!(crate::ngx_http_aws_auth_module) as *mut c_void;
-        let zone = ngx_shared_memory_add(cf, &mut zname, ZONE_SIZE, tag);
-        if zone.is_null() {
-            return Err(format!("cannot add the shared memory zone \"{name}\""));
-        }
-        (*zone).init = Some(init_zone);
-        (*zone).data = main as *mut c_void;
+        crate::add_shared_zone(cf, &name, ZONE_SIZE, Some(init_zone), main as *mut c_void)?;
         (*main).counters_zone = true;
         Ok(())
     }

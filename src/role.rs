@@ -26,8 +26,8 @@ use crate::fetch::FetchError;
 use aws_signer::metrics::Counter;
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t,
-    ngx_str_t, NGX_LOG_ERR, NGX_LOG_INFO,
+    ngx_conf_t, ngx_int_t, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, NGX_LOG_ERR,
+    NGX_LOG_INFO,
 };
 use ngx::ngx_log_error;
 use ngx::sync::RwLock;
@@ -210,11 +210,7 @@ impl RoleSource {
     /// # Safety
     /// `cf` must be the conf of a directive handler; `this` must live as
     /// long as the configuration (the zone points back at it).
-    pub unsafe fn add_zone(
-        this: *mut RoleSource,
-        cf: *mut ngx_conf_t,
-        tag: *mut c_void,
-    ) -> Result<(), String> {
+    pub unsafe fn add_zone(this: *mut RoleSource, cf: *mut ngx_conf_t) -> Result<(), String> {
         // SAFETY: see the contract.
         unsafe {
             let name = format!(
@@ -222,21 +218,7 @@ impl RoleSource {
                 (*this).name,
                 creds::source_id(&(*this).identity)
             );
-            let mut zname = ngx_str_t {
-                len: name.len(),
-                data: ngx::ffi::ngx_pnalloc((*cf).pool, name.len()) as *mut u8,
-            };
-            if zname.data.is_null() {
-                return Err("no memory".into());
-            }
-            ptr::copy_nonoverlapping(name.as_ptr(), zname.data, name.len());
-            let zone = ngx_shared_memory_add(cf, &mut zname, ZONE_SIZE, tag);
-            if zone.is_null() {
-                return Err(format!("cannot add the shared memory zone \"{name}\""));
-            }
-            (*zone).init = Some(init_zone);
-            (*zone).data = this as *mut c_void;
-            Ok(())
+            crate::add_shared_zone(cf, &name, ZONE_SIZE, Some(init_zone), this as *mut c_void)
         }
     }
 
