@@ -95,6 +95,8 @@ pub struct LocConf {
     pub presign_expires: Option<u64>,
     /// `aws_presign_scheme`.
     pub presign_scheme: Option<String>,
+    /// `aws_s3_index`: the index object's name; empty for `off`.
+    pub index: Option<String>,
     /// The `Allow` value of a 405 (the signed methods), computed at merge.
     pub allow: String,
     /// A signed payload is possible here, so request bodies are hashed as
@@ -221,7 +223,7 @@ const fn command(name: ngx_str_t, args: u32, set: SetFn) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 26] = [
+pub static mut COMMANDS: [ngx_command_t; 27] = [
     command(
         ngx_string!("aws_access_key"),
         NGX_CONF_TAKE1,
@@ -318,6 +320,7 @@ pub static mut COMMANDS: [ngx_command_t; 26] = [
         NGX_CONF_NOARGS | NGX_CONF_TAKE1,
         set_sign,
     ),
+    command(ngx_string!("aws_s3_index"), NGX_CONF_TAKE1, set_index),
     ngx_command_t {
         name: ngx_string!("aws_auth_status"),
         type_: (NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
@@ -908,6 +911,7 @@ setter!(
 );
 setter!(set_presign_expires, presign_expires, one(parse_expires));
 setter!(set_presign_scheme, presign_scheme, one(parse_scheme));
+setter!(set_index, index, one(aws_signer::config::parse_index_name));
 
 /// Keywords, like nginx's own, are matched without regard to case.
 fn keyword<'a, T: Copy>(v: &[u8], table: &'a [(&'a str, T)]) -> Option<T> {
@@ -1153,6 +1157,7 @@ impl LocConf {
         inherit(&mut self.content_sha256_header, &prev.content_sha256_header);
         inherit(&mut self.presign_expires, &prev.presign_expires);
         inherit(&mut self.presign_scheme, &prev.presign_scheme);
+        inherit(&mut self.index, &prev.index);
         (self.s3_host, self.s3_path_prefix) = match (self.bucket.as_deref(), self.addressing()) {
             (Some([b, ..]), Addressing::Virtual) => {
                 (format!("{b}.{}", self.endpoint()), String::new())

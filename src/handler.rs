@@ -34,6 +34,7 @@ use ngx::ffi::{
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
     NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO,
 };
+use ngx::ffi::{ngx_uint_t, NGX_HTTP_GET, NGX_HTTP_HEAD};
 use ngx::http::Request;
 use ngx::{ngx_log_debug_http, ngx_log_error, ngx_string};
 
@@ -60,6 +61,16 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
     let Some(lc) = (unsafe { loc_conf(r) }) else {
         return declined;
     };
+    let index = lc.index.as_deref().filter(|n| !n.is_empty());
+    if let Some(name) = index.filter(|_| lc.credentials.is_some()) {
+        // SAFETY: r is live.
+        let (method, uri) = unsafe { ((*r).method, (*r).uri.as_bytes()) };
+        let get_or_head = method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t != 0;
+        if get_or_head && uri.ends_with(b"/") {
+            // SAFETY: r is live, in a phase handler.
+            return unsafe { redirect_to_index(r, name) };
+        }
+    }
     if lc.credentials.is_none() || !(lc.sign_on() || lc.methods.is_some()) {
         return declined;
     }
@@ -127,6 +138,46 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
     // filter.
     // SAFETY: r is the live main request, in a phase handler.
     unsafe { read_body_first(r) }
+}
+
+/// `aws_s3_index`: a GET or HEAD of a "directory" (a URI ending in `/`)
+/// is redirected internally to its index object, `$uri` + `name`, with the
+/// same arguments, as nginx's `index` and `try_files` redirect (the new
+/// URI goes through location matching again; `$request_uri` stays the
+/// client's).
+///
+/// # Safety
+/// `r` must be a live request, in a phase handler.
+unsafe fn redirect_to_index(r: *mut ngx_http_request_t, name: &str) -> ngx_int_t {
+    // SAFETY: see the contract; the new URI is copied into r's pool, where
+    // nginx keeps it for the rest of the request.
+    unsafe {
+        let uri = (*r).uri.as_bytes();
+        let len = uri.len() + name.len();
+        let data = ngx_pnalloc((*r).pool, len) as *mut u8;
+        if data.is_null() {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+        ptr::copy_nonoverlapping(uri.as_ptr(), data, uri.len());
+        ptr::copy_nonoverlapping(name.as_ptr(), data.add(uri.len()), name.len());
+        let mut new = ngx_str_t { len, data };
+        let mut args = (*r).args;
+        log_index_redirect(r, &new);
+        // as try_files does: the redirect's own status is the request's
+        ngx::ffi::ngx_http_internal_redirect(r, &mut new, &mut args);
+        ngx_http_finalize_request(r, Status::NGX_DONE.into());
+    }
+    Status::NGX_DONE.into()
+}
+
+fn log_index_redirect(r: *mut ngx_http_request_t, uri: &ngx_str_t) {
+    // SAFETY: r is live.
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    ngx_log_debug_http!(
+        req,
+        "aws_auth: aws_s3_index: internal redirect to \"{}\"",
+        String::from_utf8_lossy(uri.as_bytes())
+    );
 }
 
 /// Polls again in 50 ms, the way `limit_req` delays a request: a timer on

@@ -49,6 +49,24 @@ pub fn parse_signing_key(v: &[u8]) -> Result<SigningKey, String> {
     Ok(out)
 }
 
+/// An `aws_s3_index` value: the name of the index object (one path
+/// segment, visible ASCII, without `/`, `?`, `#` or `%`), or `off` (the
+/// empty string).
+pub fn parse_index_name(v: &[u8]) -> Result<String, String> {
+    if v == b"off" {
+        return Ok(String::new());
+    }
+    let ok = |b: &u8| b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'%' | b'\\');
+    if v.is_empty() || v.len() > 255 || v == b"." || v == b".." || !v.iter().all(ok) {
+        return Err(
+            "the index is one name of 1 to 255 visible ASCII characters without / ? # % \\ \
+             (not . or ..), or off"
+                .into(),
+        );
+    }
+    Ok(String::from_utf8_lossy(v).into_owned())
+}
+
 /// A bucket name.
 pub fn parse_bucket(v: &[u8]) -> Result<String, String> {
     let ok = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
@@ -82,6 +100,28 @@ pub fn parse_endpoint(v: &[u8]) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_names() {
+        assert_eq!(parse_index_name(b"index.html").unwrap(), "index.html");
+        assert_eq!(parse_index_name(b"_index~1.htm").unwrap(), "_index~1.htm");
+        assert_eq!(parse_index_name(b"off").unwrap(), "");
+        for bad in [
+            &b""[..],
+            b".",
+            b"..",
+            b"a/b",
+            b"a?b",
+            b"a#b",
+            b"a%2Fb",
+            b"a b",
+            b"a\\b",
+            b"\xc3\xa9",
+        ] {
+            assert!(parse_index_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_index_name(&[b'a'; 256]).is_err());
+    }
 
     #[test]
     fn signing_key() {

@@ -221,6 +221,10 @@ BAD = [
     ("status_with_an_argument", cfg("", "", http="server { listen 127.0.0.1:9; location = /m { aws_auth_status on; } }"),
      ["aws_auth_status"]),
     ("status_at_http_level", cfg("", "", http="aws_auth_status;"), ["aws_auth_status"]),
+    ("index_with_a_slash", cfg(keys(), "aws_s3_index docs/index.html;\naws_sign;"), ["aws_s3_index"]),
+    ("index_dotdot", cfg(keys(), "aws_s3_index ..;\naws_sign;"), ["aws_s3_index"]),
+    ("index_percent", cfg(keys(), "aws_s3_index index%2Ehtml;\naws_sign;"), ["aws_s3_index"]),
+    ("index_twice", cfg(keys() + "\naws_s3_index a.html;\naws_s3_index b.html;", "aws_sign;"), ["aws_s3_index"]),
 ]
 
 GOOD = [
@@ -287,6 +291,8 @@ GOOD = [
     ("forward_list_and_nested_none",
      cfg(keys() + "\naws_forward_amz_headers x-amz-checksum-mode x-amz-request-payer;",
          "aws_sign;\nlocation /x/ { aws_forward_amz_headers none; proxy_pass http://127.0.0.1:9; }")),
+    ("index_and_off_below", cfg(keys() + "\naws_s3_index index.html;",
+                                "aws_sign;\nlocation /raw/ { aws_s3_index off; proxy_pass http://127.0.0.1:9; }")),
     ("status_in_two_places", cfg("location = /m { aws_auth_status; }", "aws_sign;",
                                  http=keys() + "\nserver { listen 127.0.0.1:9; aws_auth_status; }")),
 ]
