@@ -859,6 +859,15 @@ fn load_key_file(cf: *mut ngx_conf_t, shown: &str, text: &str) -> Result<Vec<Sco
         n => format!("{shown}:{n}: {}", e.message),
     })?;
     warn_coverage(cf, shown, &keys);
+    // for aws_auth_status: when this file's keys end
+    // SAFETY: cf is the conf of the directive handler reading the file.
+    if let Some(main) = crate::Module::main_conf_mut(unsafe { &*cf }) {
+        if let Some(end) = aws_signer::config::keys_end(&keys) {
+            if !main.key_files.iter().any(|(f, _)| f == shown) {
+                main.key_files.push((shown.to_owned(), end));
+            }
+        }
+    }
     Ok(keys)
 }
 

@@ -313,11 +313,7 @@ impl Credentials {
     /// expiration; `None` in secret mode.
     pub fn expires_at(&self) -> Option<i64> {
         match &self.source {
-            Source::Keys { keys, .. } => {
-                let last = keys.last()?.0.date();
-                let day = chrono::NaiveDate::parse_from_str(last, "%Y%m%d").ok()?;
-                Some(day.succ_opt()?.and_hms_opt(0, 0, 0)?.and_utc().timestamp())
-            }
+            Source::Keys { keys, .. } => aws_signer::config::keys_end(keys),
             Source::Secret { .. } => None,
             Source::Role { role, .. } => role.expiration(),
         }

@@ -171,6 +171,9 @@ pub struct MainConf {
     pub counters_zone: bool,
     /// The counters in that zone, once it is initialized.
     pub counters: Option<ptr::NonNull<metrics::Counters>>,
+    /// Every `aws_signing_key_file` of this configuration (the path as
+    /// shown in messages) and when its keys end, Unix seconds.
+    pub key_files: Vec<(String, i64)>,
 }
 
 // SAFETY: MainConf is the type create_main_conf allocates for this module.

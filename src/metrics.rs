@@ -130,7 +130,14 @@ pub unsafe extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         }
         let now = (*ngx::ffi::ngx_cached_time).sec;
         let mut expiries = Vec::new();
+        let mut key_files = Vec::new();
         if let Some(main) = Module::main_conf(&*r) {
+            for (file, end) in &main.key_files {
+                key_files.push(Expiry {
+                    source: file,
+                    seconds: Some(end - now),
+                });
+            }
             for &src in &main.roles {
                 // SAFETY: every source lives in the cycle pool with this
                 // configuration.
@@ -141,7 +148,7 @@ pub unsafe extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t
                 });
             }
         }
-        let text = metrics::render(&values, &expiries);
+        let text = metrics::render(&values, &expiries, &key_files);
         let req = Request::from_ngx_http_request(r);
         req.set_status(ngx::http::HTTPStatus::OK);
         req.set_content_length_n(text.len());

@@ -102,6 +102,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn key_sets_end_at_the_midnight_after_their_last_day() {
+        let key = |d: &str| {
+            let scope = Scope::parse(&format!("{d}/us-east-1/s3/aws4_request")).unwrap();
+            let k = crate::derive_signing_key(b"s", &scope);
+            (scope, k)
+        };
+        // 2026-12-03T00:00:00Z
+        assert_eq!(
+            keys_end(&[key("20261201"), key("20261202")]),
+            Some(1_796_256_000)
+        );
+        assert_eq!(
+            keys_end(&[key("20261202"), key("20261201")]),
+            Some(1_796_256_000)
+        );
+        assert_eq!(keys_end(&[]), None);
+    }
+
+    #[test]
     fn index_names() {
         assert_eq!(parse_index_name(b"index.html").unwrap(), "index.html");
         assert_eq!(parse_index_name(b"_index~1.htm").unwrap(), "_index~1.htm");
@@ -160,6 +179,14 @@ pub fn days_left(keys: &[ScopedKey], today: &str) -> Option<i64> {
     let last = keys.iter().map(|(s, _)| s.date()).max()?;
     let p = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y%m%d").ok();
     Some((p(last)? - p(today)?).num_days())
+}
+
+/// When a key set's coverage ends: the Unix time of the midnight (UTC)
+/// after its last key's day.
+pub fn keys_end(keys: &[ScopedKey]) -> Option<i64> {
+    let last = keys.iter().map(|(s, _)| s.date()).max()?;
+    let day = chrono::NaiveDate::parse_from_str(last, "%Y%m%d").ok()?;
+    Some(day.succ_opt()?.and_hms_opt(0, 0, 0)?.and_utc().timestamp())
 }
 
 /// One line of a key file: a scope and the key derived for it.

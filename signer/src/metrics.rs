@@ -159,11 +159,12 @@ impl Counter {
     }
 }
 
-/// A gauge line: the seconds until one role source's credentials expire.
+/// A gauge line: the seconds until one role source's credentials, or one
+/// key file's keys, expire.
 #[derive(Clone, Debug)]
 pub struct Expiry<'a> {
-    /// What the source is (`aws_credentials`/`aws_assume_role`
-    /// description: never a secret).
+    /// What the source is: a role source's description, or a key file's
+    /// path (never a secret).
     pub source: &'a str,
     /// Seconds left; negative once expired; `None` before a first fetch.
     pub seconds: Option<i64>,
@@ -182,8 +183,12 @@ fn label_value(out: &mut String, v: &str) {
 }
 
 /// The Prometheus text exposition (format 0.0.4) of the counters, in
-/// [`ALL`] order, and of the role sources' expiries.
-pub fn render(values: &[u64; COUNTERS], expiries: &[Expiry<'_>]) -> String {
+/// [`ALL`] order, of the role sources' expiries and of the key files'.
+pub fn render(
+    values: &[u64; COUNTERS],
+    expiries: &[Expiry<'_>],
+    key_files: &[Expiry<'_>],
+) -> String {
     let mut out = String::with_capacity(4096);
     let mut last: Option<&'static str> = None;
     for (c, v) in ALL.iter().zip(values) {
@@ -195,21 +200,34 @@ pub fn render(values: &[u64; COUNTERS], expiries: &[Expiry<'_>]) -> String {
         }
         let _ = writeln!(out, "{}{{{}=\"{label}\"}} {v}", family.name, family.label);
     }
-    let name = "aws_auth_credentials_expire_in_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Seconds until a role source's credentials expire (negative: expired)."
+    gauge(
+        &mut out,
+        "aws_auth_credentials_expire_in_seconds",
+        "Seconds until a role source's credentials expire (negative: expired).",
+        "source",
+        expiries,
     );
+    gauge(
+        &mut out,
+        "aws_auth_key_file_expire_in_seconds",
+        "Seconds until the last key of an aws_signing_key_file ends (negative: ended).",
+        "file",
+        key_files,
+    );
+    out
+}
+
+/// A gauge family: a line per expiry that has a value.
+fn gauge(out: &mut String, name: &str, help: &str, label: &str, expiries: &[Expiry<'_>]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} gauge");
     for e in expiries {
         if let Some(s) = e.seconds {
-            out.push_str(name);
-            out.push_str("{source=\"");
-            label_value(&mut out, e.source);
+            let _ = write!(out, "{name}{{{label}=\"");
+            label_value(out, e.source);
             let _ = writeln!(out, "\"}} {s}");
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -245,9 +263,13 @@ mod tests {
                     seconds: None,
                 },
             ],
+            &[Expiry {
+                source: "/etc/nginx/aws-keys",
+                seconds: Some(86_400),
+            }],
         );
         let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-        assert_eq!(samples.len(), COUNTERS + 2);
+        assert_eq!(samples.len(), COUNTERS + 3);
         for (i, c) in ALL.iter().enumerate() {
             let (family, label) = c.family_and_label();
             let line = format!(
@@ -265,6 +287,9 @@ mod tests {
             "aws_auth_credentials_expire_in_seconds{source=\"ecs \\\"quoted\\\"\\\\\"} -3\n"
         ));
         assert!(!text.contains("not yet"));
+        assert!(text
+            .contains("aws_auth_key_file_expire_in_seconds{file=\"/etc/nginx/aws-keys\"} 86400\n"));
+        assert_eq!(text.matches("# TYPE ").count(), 6);
         for family in [SIGNED, REFUSED, UPSTREAM, REFRESHES] {
             assert_eq!(
                 text.matches(&format!("# TYPE {} counter\n", family.name))

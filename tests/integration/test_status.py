@@ -282,3 +282,41 @@ def test_credential_refreshes_and_expiry_are_counted(nginx, s3, obj):
         assert token not in text
     finally:
         mock.close()
+
+
+def test_key_file_expiry_is_a_gauge(nginx, s3, obj, tmp_path):
+    """The seconds until an aws_signing_key_file's last key ends: the
+    midnight (UTC) after its last day; the path is the label."""
+    import calendar
+    import datetime as dt
+
+    today = dt.datetime.now(dt.timezone.utc).date()
+    days = [(today + dt.timedelta(days=i)).strftime("%Y%m%d") for i in range(3)]
+    keys = tmp_path / "aws keys \"q\""
+    keys.write_text("".join(
+        f"{harness.SigningConfig(date=d).scope} {harness.SigningConfig(date=d).signing_key_b64}\n"
+        for d in days))
+    keys.chmod(0o600)
+    nginx.write_config(f"""
+    server {{
+        listen 127.0.0.1:{nginx.port};
+        aws_access_key {harness.ACCESS_KEY};
+        aws_signing_key_file '{keys}';
+        aws_s3_bucket {BUCKET};
+        aws_s3_addressing path;
+        location / {{
+            aws_sign;
+            proxy_pass http://127.0.0.1:{s3.port};
+        }}
+        location = /metrics {{ aws_auth_status; }}
+    }}""")
+    nginx.start()
+    assert nginx.request("GET", f"/{BUCKET}/{OBJ}").status == 200
+    c = scrape(nginx)
+    end = calendar.timegm((today + dt.timedelta(days=3)).timetuple())
+    gauges = {k[1]: v for k, v in c.items() if k[0] == "aws_auth_key_file_expire_in_seconds"}
+    label = str(keys).replace("\\", "\\\\").replace('"', '\\"')
+    assert list(gauges) == [label], gauges
+    import time
+    assert abs(gauges[label] - (end - time.time())) <= 3, gauges
+    assert signed(c, "header") == 1
