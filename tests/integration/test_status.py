@@ -231,6 +231,22 @@ def test_status_location_answers_get_and_head_only(nginx, s3, signing):
     assert scrape(nginx)[("aws_auth_signed_requests_total", "header")] == 0
 
 
+def signing_server(ng, s3, credentials: str) -> str:
+    """One server: `credentials`, an aws_sign location to s3s-fs (path
+    style) and the status location."""
+    return f"""
+    server {{
+        listen 127.0.0.1:{ng.port};{credentials}
+        aws_s3_bucket {BUCKET};
+        aws_s3_addressing path;
+        location / {{
+            aws_sign;
+            proxy_pass http://127.0.0.1:{s3.port};
+        }}
+        location = /metrics {{ aws_auth_status; }}
+    }}"""
+
+
 def test_credential_refreshes_and_expiry_are_counted(nginx, s3, obj):
     """Role credentials: failed fetches and the one good fetch (one for the
     whole nginx, not one per worker) are counted; the gauge gives the
@@ -242,19 +258,9 @@ def test_credential_refreshes_and_expiry_are_counted(nginx, s3, obj):
     mock.answer = (500, b"Internal Server Error")
     try:
         nginx.workers = 2
-        nginx.write_config(f"""
-    server {{
-        listen 127.0.0.1:{nginx.port};
+        nginx.write_config(signing_server(nginx, s3, f"""
         aws_credentials imds endpoint={mock.url};
-        aws_region {harness.REGION};
-        aws_s3_bucket {BUCKET};
-        aws_s3_addressing path;
-        location / {{
-            aws_sign;
-            proxy_pass http://127.0.0.1:{s3.port};
-        }}
-        location = /metrics {{ aws_auth_status; }}
-    }}""")
+        aws_region {harness.REGION};"""))
         nginx.start()
         failed = ("aws_auth_credential_refreshes_total", "failed")
         ok = ("aws_auth_credential_refreshes_total", "ok")
@@ -297,19 +303,9 @@ def test_key_file_expiry_is_a_gauge(nginx, s3, obj, tmp_path):
         f"{harness.SigningConfig(date=d).scope} {harness.SigningConfig(date=d).signing_key_b64}\n"
         for d in days))
     keys.chmod(0o600)
-    nginx.write_config(f"""
-    server {{
-        listen 127.0.0.1:{nginx.port};
+    nginx.write_config(signing_server(nginx, s3, f"""
         aws_access_key {harness.ACCESS_KEY};
-        aws_signing_key_file '{keys}';
-        aws_s3_bucket {BUCKET};
-        aws_s3_addressing path;
-        location / {{
-            aws_sign;
-            proxy_pass http://127.0.0.1:{s3.port};
-        }}
-        location = /metrics {{ aws_auth_status; }}
-    }}""")
+        aws_signing_key_file '{keys}';"""))
     nginx.start()
     assert nginx.request("GET", f"/{BUCKET}/{OBJ}").status == 200
     c = scrape(nginx)
