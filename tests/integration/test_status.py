@@ -247,7 +247,7 @@ def signing_server(ng, s3, credentials: str) -> str:
     }}"""
 
 
-def test_credential_refreshes_and_expiry_are_counted(nginx, s3, obj):
+def test_credential_refreshes_and_expiry_are_counted(nginx, s3, obj, request):
     """Role credentials: failed fetches and the one good fetch (one for the
     whole nginx, not one per worker) are counted; the gauge gives the
     seconds until the credentials expire; a request refused for want of
@@ -255,6 +255,8 @@ def test_credential_refreshes_and_expiry_are_counted(nginx, s3, obj):
     from metadata_mock import ImdsMock
 
     mock = ImdsMock(ttl=60)
+    # the teardown looks for the tokens it hands out in the error log
+    request.node.__dict__.setdefault("aws_mocks", []).append(mock)
     mock.answer = (500, b"Internal Server Error")
     try:
         nginx.workers = 2
