@@ -93,7 +93,15 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
             policy::escape_for_log(method, 16),
             lc.allow
         );
-        log_limited(log, LogReason::Method, LogReason::Method.level(), &text);
+        // SAFETY: r is live.
+        let ctx = unsafe { existing_ctx(r) }.map(|c| &*c);
+        log_limited(
+            ctx,
+            log,
+            LogReason::Method,
+            LogReason::Method.level(),
+            &text,
+        );
         // SAFETY: r is live.
         if !unsafe { add_allow_header(r, &lc.allow) } {
             return server_error;
@@ -125,7 +133,8 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
     if let Some(max) = lc.payload_max.filter(|_| hashes) {
         let n = req.headers_in.content_length_n;
         if n > 0 && n as u64 > max {
-            log_too_large(log, max);
+            // SAFETY: r is live.
+            log_too_large(unsafe { existing_ctx(r) }.map(|c| &*c), log, max);
             return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_int_t;
         }
     }
@@ -262,8 +271,9 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
     }
 }
 
-fn log_too_large(log: *mut ngx_log_t, max: u64) {
+fn log_too_large(ctx: Option<&RequestCtx>, log: *mut ngx_log_t, max: u64) {
     log_limited(
+        ctx,
         log,
         LogReason::TooLarge,
         LogReason::TooLarge.level(),
@@ -348,7 +358,7 @@ unsafe extern "C" fn request_body_filter(
                         .filter(|_| lc.sign_on() || lc.methods.is_some())
                     {
                         if hasher.len() > max {
-                            log_too_large((*(*r).connection).log, max);
+                            log_too_large(Some(ctx), (*(*r).connection).log, max);
                             return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_int_t;
                         }
                     }
@@ -443,6 +453,7 @@ pub unsafe fn check_before_connect(r: *mut ngx_http_request_t) -> PeerCheck {
         if !is_http_upstream(&*u) {
             let schema = policy::escape_for_log((*u).schema.as_bytes(), 32);
             log_limited(
+                existing_ctx(r).map(|c| &*c),
                 log,
                 LogReason::Unarmable,
                 NGX_LOG_ERR,
@@ -467,6 +478,7 @@ pub unsafe fn check_before_connect(r: *mut ngx_http_request_t) -> PeerCheck {
             }
             _ => {
                 log_limited(
+                    Some(ctx),
                     log,
                     LogReason::Unarmable,
                     NGX_LOG_ERR,
@@ -666,7 +678,13 @@ unsafe fn sign_first_buffer(
             // (the upstream's URI, which may hold the client's decoded
             // line breaks) is not printed with it.
             unsafe { release_peer((*r).upstream) };
-            log_limited(log, refused.reason, refused.reason.level(), &refused.text);
+            log_limited(
+                Some(ctx),
+                log,
+                refused.reason,
+                refused.reason.level(),
+                &refused.text,
+            );
             if refused.status == NGX_HTTP_NOT_ALLOWED as ngx_int_t {
                 // SAFETY: r is live.
                 if !unsafe { add_allow_header(r, &lc.allow) } {
@@ -947,10 +965,19 @@ impl From<Refusal> for LogReason {
 /// Logs `aws_auth: <text>` at most once per second per worker and reason:
 /// a client that repeats a refused request, or an outage that refuses
 /// every request, cannot flood the error log.
-pub fn log_limited(log: *mut ngx_log_t, reason: LogReason, level: u32, text: &str) {
+pub fn log_limited(
+    ctx: Option<&RequestCtx>,
+    log: *mut ngx_log_t,
+    reason: LogReason,
+    level: u32,
+    text: &str,
+) {
     use std::sync::atomic::{AtomicI64, Ordering};
-    // every refusal is logged through here: counted before the log limit
-    crate::metrics::count(reason.counter());
+    // every refusal is logged through here: counted before the log limit,
+    // once per request (a variable evaluated twice refuses twice)
+    if ctx.is_none_or(|c| !c.counted_refused.replace(true)) {
+        crate::metrics::count(reason.counter());
+    }
     const N: usize = 10;
     static LAST: [AtomicI64; N] = [const { AtomicI64::new(i64::MIN) }; N];
     // SAFETY: ngx_cached_time always points to a valid time slot.
@@ -1069,11 +1096,18 @@ pub unsafe fn presigned_url(r: *mut ngx_http_request_t, ctx: &RequestCtx) -> Opt
                 LogReason::Presign | LogReason::NoKey => NGX_LOG_ERR,
                 other => other.level(),
             };
-            log_limited(log, reason, level, &format!("no presigned URL: {why}"));
+            log_limited(
+                Some(ctx),
+                log,
+                reason,
+                level,
+                &format!("no presigned URL: {why}"),
+            );
             None
         }
         Err(u) => {
             log_limited(
+                Some(ctx),
                 log,
                 LogReason::NoKey,
                 NGX_LOG_ERR,
@@ -1170,6 +1204,7 @@ pub unsafe fn sign_client_request(r: *mut ngx_http_request_t, ctx: &RequestCtx) 
             let refused: policy::Refused = refused;
             let reason = LogReason::from(refused.kind);
             log_limited(
+                Some(ctx),
                 log,
                 reason,
                 reason.level(),
@@ -1179,6 +1214,7 @@ pub unsafe fn sign_client_request(r: *mut ngx_http_request_t, ctx: &RequestCtx) 
         }
         Err(u) => {
             log_limited(
+                Some(ctx),
                 log,
                 LogReason::NoKey,
                 NGX_LOG_ERR,

@@ -112,6 +112,8 @@ pub unsafe fn add_shared_zone(
         }
         ptr::copy_nonoverlapping(name.as_ptr(), zname.data, name.len());
         let tag = ptr::addr_of_mut!(ngx_http_aws_auth_module) as *mut c_void;
+        // a slab zone needs eight pages, whatever the page size
+        let size = size.max(8 * ngx::ffi::ngx_pagesize);
         let zone = ngx::ffi::ngx_shared_memory_add(cf, &mut zname, size, tag);
         if zone.is_null() {
             return Err(format!("cannot add the shared memory zone \"{name}\""));
@@ -444,6 +446,8 @@ pub struct RequestCtx {
     pub counted_signed: bool,
     /// The upstream's answer to the signed request was counted.
     pub counted_upstream: bool,
+    /// A refusal of this request was counted.
+    pub counted_refused: std::cell::Cell<bool>,
 }
 
 impl RequestCtx {
@@ -502,6 +506,7 @@ pub unsafe fn request_ctx(r: *mut ngx_http_request_t) -> Option<&'static mut Req
             sent_sha_len: 0,
             counted_signed: false,
             counted_upstream: false,
+            counted_refused: std::cell::Cell::new(false),
         });
         ngx::http::Request::from_ngx_http_request(r)
             .set_module_ctx(p as *mut c_void, Module::module());

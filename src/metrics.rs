@@ -27,7 +27,8 @@ use crate::{MainConf, Module};
 /// Bumped whenever [`Counters`] changes: the zone's name carries it, so a
 /// new layout never reads an old zone.
 const LAYOUT: u32 = 1;
-const MAGIC: u64 = 0x6177_735f_6d65_7431;
+/// Also tells the number of counters: a zone of another size is never read.
+const MAGIC: u64 = 0x6177_735f_6d65_0000 | COUNTERS as u64;
 /// nginx wants at least eight pages for a slab zone.
 const ZONE_SIZE: usize = 8 * 4096;
 
@@ -152,8 +153,12 @@ pub unsafe extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         let req = Request::from_ngx_http_request(r);
         req.set_status(ngx::http::HTTPStatus::OK);
         req.set_content_length_n(text.len());
+        // as nginx keeps an upstream's: the whole value is sent, the type
+        // alone is what gzip_types and the like match, and the charset is
+        // known to the charset filter
         (*r).headers_out.content_type = ngx_string!("text/plain; version=0.0.4; charset=utf-8");
-        (*r).headers_out.content_type_len = (*r).headers_out.content_type.len;
+        (*r).headers_out.content_type_len = "text/plain".len();
+        (*r).headers_out.charset = ngx_string!("utf-8");
         let rc = req.send_header();
         if rc == Status::NGX_ERROR || rc.0 > Status::NGX_OK.0 || req.header_only() {
             return rc.0;
@@ -162,7 +167,8 @@ pub unsafe extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         };
         use ngx::core::Buffer;
-        buf.set_last_buf(true);
+        // the end of the response, unless it is a subrequest's part of one
+        buf.set_last_buf(r == (*r).main);
         buf.set_last_in_chain(true);
         let mut out = ngx_chain_t {
             buf: buf.as_ngx_buf_mut(),

@@ -218,17 +218,44 @@ def check(c: dict, want: dict) -> None:
 
 
 def test_status_location_answers_get_and_head_only(nginx, s3, signing):
+    """GET and HEAD only; the type is sent whole and matched as text/plain
+    (gzip_types); inside a page (an SSI include) the page goes on after it;
+    a refusal is counted once per request, however often a variable that
+    refuses is evaluated."""
     nginx.write_config(f"""
     server {{
         listen 127.0.0.1:{nginx.port};
+        gzip on;
+        gzip_types text/plain;
+        gzip_min_length 1;
         location = /metrics {{ aws_auth_status; }}
+        location = /page {{
+            ssi on;
+            default_type text/html;
+            return 200 'BEGIN <!--# include virtual="/metrics" --> END';
+        }}
+        location /twice/ {{
+{signing.directives("            ", bucket=None)}
+            return 200 "[$aws_presigned_url][$aws_presigned_url]";
+        }}
     }}""")
     nginx.start()
     r = nginx.request("HEAD", "/metrics")
     assert r.status == 200 and r.body == b"", r
     assert int(r.header("Content-Length")) > 100
+    assert r.header("Content-Type") == "text/plain; version=0.0.4; charset=utf-8", r
     assert nginx.request("POST", "/metrics", body=b"x").status == 405
-    assert scrape(nginx)[("aws_auth_signed_requests_total", "header")] == 0
+    r = nginx.request("GET", "/metrics", [("Accept-Encoding", "gzip")])
+    assert r.header("Content-Encoding") == "gzip", r
+    r = nginx.request("GET", "/page")
+    assert r.status == 200 and r.body.startswith(b"BEGIN # HELP ") and r.body.endswith(b" END"), r
+    # no aws_s3_bucket: no presigned URL, one refusal per request
+    for _ in range(3):
+        r = nginx.request("GET", "/twice/key")
+        assert r.status == 200 and r.body == b"[][]", r
+    c = scrape(nginx)
+    assert refused(c, "presign") + refused(c, "no_credentials") + refused(c, "bucket") == 3, c
+    assert signed(c, "header") == 0 and signed(c, "presigned") == 0
 
 
 def signing_server(ng, s3, credentials: str) -> str:
