@@ -124,6 +124,39 @@ pub unsafe fn add_shared_zone(
     }
 }
 
+/// The state of type `T` a shared zone keeps at the start of its slab
+/// pool's data: the one already there when `kept` recognizes it (a zone
+/// kept over a reload), else a new one, zeroed, then set up by `fresh`
+/// (which writes the fields `kept` looks at last). NULL when the pool is
+/// out of memory.
+///
+/// # Safety
+/// `zone` must be the zone nginx passes to its init, mapped; only this
+/// module sets its pool's data, always to a `T` of this call's kind.
+pub unsafe fn zone_state<T>(
+    zone: *mut ngx::ffi::ngx_shm_zone_t,
+    kept: impl Fn(&T) -> bool,
+    fresh: impl FnOnce(*mut T),
+) -> *mut T {
+    // SAFETY: see the contract; a zone's memory starts with its slab pool,
+    // whose data is NULL in a new zone.
+    unsafe {
+        let pool = (*zone).shm.addr as *mut ngx::ffi::ngx_slab_pool_t;
+        let existing = (*pool).data as *mut T;
+        if !existing.is_null() && kept(&*existing) {
+            return existing;
+        }
+        let p = ngx::ffi::ngx_slab_alloc(pool, std::mem::size_of::<T>()) as *mut T;
+        if p.is_null() {
+            return p;
+        }
+        ptr::write_bytes(p as *mut u8, 0, std::mem::size_of::<T>());
+        fresh(p);
+        (*pool).data = p as *mut c_void;
+        p
+    }
+}
+
 /// Every STS source that must resolve its endpoint's name has a resolver
 /// with servers (`resolver`), or says where to connect (`sts_address=`):
 /// otherwise it could only fail, at run time.

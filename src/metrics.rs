@@ -15,9 +15,8 @@ use aws_signer::metrics::{self, Counter, Expiry, COUNTERS};
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_chain_t, ngx_conf_t, ngx_http_discard_request_body, ngx_http_output_header_filter_pt,
-    ngx_http_request_t, ngx_http_top_header_filter, ngx_int_t, ngx_shm_zone_t, ngx_slab_alloc,
-    ngx_slab_pool_t, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_NOT_ALLOWED,
+    ngx_http_request_t, ngx_http_top_header_filter, ngx_int_t, ngx_shm_zone_t, NGX_HTTP_GET,
+    NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED,
 };
 use ngx::http::{HttpModuleMainConf, Request};
 use ngx::ngx_string;
@@ -80,26 +79,20 @@ pub unsafe fn add_zone(cf: *mut ngx_conf_t, main: *mut MainConf) -> Result<(), S
 
 /// The zone's init: a zone kept over a reload keeps its counts.
 unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_t {
-    // SAFETY: nginx calls init with the zone mapped; its memory starts with
-    // the slab pool; zone->data is the MainConf set in add_zone, alive
-    // while its configuration is being set up.
+    // SAFETY: nginx calls init with the zone mapped; zone->data is the
+    // MainConf set in add_zone, alive while its configuration is set up;
+    // the zone's state is only ever Counters. Zeroed, every AtomicU64 is 0.
     unsafe {
         let main = (*zone).data as *mut MainConf;
-        let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
-        let existing = (*pool).data as *mut Counters;
-        if !existing.is_null() && (*existing).magic == MAGIC {
-            (*main).counters = ptr::NonNull::new(existing);
-            return Status::NGX_OK.into();
-        }
-        let p = ngx_slab_alloc(pool, std::mem::size_of::<Counters>()) as *mut Counters;
+        let p = crate::zone_state::<Counters>(
+            zone,
+            |c| c.magic == MAGIC,
+            |p| ptr::addr_of_mut!((*p).magic).write(MAGIC),
+        );
+        (*main).counters = ptr::NonNull::new(p);
         if p.is_null() {
             return Status::NGX_ERROR.into();
         }
-        // all zero bytes: every AtomicU64 at 0
-        ptr::write_bytes(p as *mut u8, 0, std::mem::size_of::<Counters>());
-        ptr::addr_of_mut!((*p).magic).write(MAGIC);
-        (*pool).data = p as *mut c_void;
-        (*main).counters = ptr::NonNull::new(p);
     }
     Status::NGX_OK.into()
 }

@@ -25,10 +25,7 @@ pub use aws_signer::sources::{Assume, Container, Imds, RoleRequest, StsSpec};
 use crate::fetch::FetchError;
 use aws_signer::metrics::Counter;
 use ngx::core::Status;
-use ngx::ffi::{
-    ngx_conf_t, ngx_int_t, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, NGX_LOG_ERR,
-    NGX_LOG_INFO,
-};
+use ngx::ffi::{ngx_conf_t, ngx_int_t, ngx_shm_zone_t, NGX_LOG_ERR, NGX_LOG_INFO};
 use ngx::ngx_log_error;
 use ngx::sync::RwLock;
 use zeroize::{Zeroize, Zeroizing};
@@ -297,48 +294,45 @@ impl RoleSource {
 /// The zone's init: a new zone gets a fresh state; a zone kept over a
 /// reload keeps its state (its credentials go on serving at once).
 unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_t {
-    // SAFETY: nginx calls init with the zone, mapped; its memory starts
-    // with the slab pool; zone->data is the RoleSource set in add_zone.
+    // SAFETY: nginx calls init with the zone, mapped; zone->data is the
+    // RoleSource set in add_zone; the zone's state is only ever Shared.
     unsafe {
         let src = (*zone).data as *mut RoleSource;
-        let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
-        let existing = (*pool).data as *mut Shared;
-        if !existing.is_null() && (*existing).magic == MAGIC {
-            (*src).shared.set(existing);
-            return Status::NGX_OK.into();
-        }
-        let p = ngx_slab_alloc(pool, std::mem::size_of::<Shared>()) as *mut Shared;
+        let p = crate::zone_state::<Shared>(
+            zone,
+            |s| s.magic == MAGIC,
+            |p| {
+                ptr::addr_of_mut!((*p).generation).write(AtomicU64::new(0));
+                ptr::addr_of_mut!((*p).lease_until_ms).write(AtomicI64::new(0));
+                ptr::addr_of_mut!((*p).state).write(RwLock::new(State {
+                    expiration: 0,
+                    fetched_ms: 0,
+                    next_ms: 0,
+                    failures: 0,
+                    error_ms: 0,
+                    access_key: Field {
+                        len: 0,
+                        bytes: [0; 128],
+                    },
+                    secret: Field {
+                        len: 0,
+                        bytes: [0; 256],
+                    },
+                    token: Field {
+                        len: 0,
+                        bytes: [0; 8192],
+                    },
+                    error: Field {
+                        len: 0,
+                        bytes: [0; 512],
+                    },
+                }));
+                ptr::addr_of_mut!((*p).magic).write(MAGIC);
+            },
+        );
         if p.is_null() {
             return Status::NGX_ERROR.into();
         }
-        ptr::write_bytes(p as *mut u8, 0, std::mem::size_of::<Shared>());
-        ptr::addr_of_mut!((*p).generation).write(AtomicU64::new(0));
-        ptr::addr_of_mut!((*p).lease_until_ms).write(AtomicI64::new(0));
-        ptr::addr_of_mut!((*p).state).write(RwLock::new(State {
-            expiration: 0,
-            fetched_ms: 0,
-            next_ms: 0,
-            failures: 0,
-            error_ms: 0,
-            access_key: Field {
-                len: 0,
-                bytes: [0; 128],
-            },
-            secret: Field {
-                len: 0,
-                bytes: [0; 256],
-            },
-            token: Field {
-                len: 0,
-                bytes: [0; 8192],
-            },
-            error: Field {
-                len: 0,
-                bytes: [0; 512],
-            },
-        }));
-        ptr::addr_of_mut!((*p).magic).write(MAGIC);
-        (*pool).data = p as *mut c_void;
         (*src).shared.set(p);
     }
     Status::NGX_OK.into()

@@ -993,7 +993,8 @@ pub fn write_strict_query_filtered(query: &[u8], keep: &dyn Fn(&[u8]) -> bool, o
 }
 
 /// [`write_strict_query_filtered`]; true when what it wrote is its own
-/// canonical form (see [`is_canonical_order`]).
+/// canonical form (see [`is_canonical_order`]), found in the same pass for
+/// a query already strict.
 pub(crate) fn write_strict_query_in_order(
     query: &[u8],
     keep: &dyn Fn(&[u8]) -> bool,
@@ -1020,7 +1021,7 @@ pub(crate) fn write_strict_query_in_order(
             requote_query_component(v, out);
         }
     }
-    false
+    is_canonical_order(&out[start..])
 }
 
 /// [`write_strict_query_filtered`] for a query that is already in its
@@ -1139,10 +1140,6 @@ pub(crate) fn write_canonical_strict_query(
     pairs: &mut Vec<(u32, u32, u32)>,
     out: &mut Vec<u8>,
 ) {
-    if is_canonical_order(query) {
-        out.extend_from_slice(query);
-        return;
-    }
     pairs.clear();
     let mut at = 0usize;
     for part in query.split(|&b| b == b'&') {
