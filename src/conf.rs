@@ -97,6 +97,12 @@ pub struct LocConf {
     pub presign_scheme: Option<String>,
     /// `aws_s3_index`: the index object's name; empty for `off`.
     pub index: Option<String>,
+    /// `aws_s3_autoindex`.
+    pub autoindex: Option<bool>,
+    /// `aws_s3_autoindex_format`.
+    pub autoindex_format: Option<aws_signer::listing::Format>,
+    /// `aws_s3_autoindex_max_entries`.
+    pub autoindex_max: Option<usize>,
     /// The `Allow` value of a 405 (the signed methods), computed at merge.
     pub allow: String,
     /// A signed payload is possible here, so request bodies are hashed as
@@ -223,7 +229,7 @@ const fn command(name: ngx_str_t, args: u32, set: SetFn) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 27] = [
+pub static mut COMMANDS: [ngx_command_t; 30] = [
     command(
         ngx_string!("aws_access_key"),
         NGX_CONF_TAKE1,
@@ -321,6 +327,21 @@ pub static mut COMMANDS: [ngx_command_t; 27] = [
         set_sign,
     ),
     command(ngx_string!("aws_s3_index"), NGX_CONF_TAKE1, set_index),
+    command(
+        ngx_string!("aws_s3_autoindex"),
+        NGX_CONF_TAKE1,
+        set_autoindex,
+    ),
+    command(
+        ngx_string!("aws_s3_autoindex_format"),
+        NGX_CONF_TAKE1,
+        set_autoindex_format,
+    ),
+    command(
+        ngx_string!("aws_s3_autoindex_max_entries"),
+        NGX_CONF_TAKE1,
+        set_autoindex_max,
+    ),
     ngx_command_t {
         name: ngx_string!("aws_auth_status"),
         type_: (NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
@@ -921,6 +942,35 @@ setter!(
 setter!(set_presign_expires, presign_expires, one(parse_expires));
 setter!(set_presign_scheme, presign_scheme, one(parse_scheme));
 setter!(set_index, index, one(aws_signer::config::parse_index_name));
+setter!(
+    set_autoindex_format,
+    autoindex_format,
+    one(aws_signer::config::parse_autoindex_format)
+);
+setter!(
+    set_autoindex_max,
+    autoindex_max,
+    one(aws_signer::config::parse_autoindex_max)
+);
+
+/// `aws_s3_autoindex on | off`; `on` puts the listing filters in.
+unsafe extern "C" fn set_autoindex(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx calls this with the pointers of a directive handler.
+    let rv = unsafe { set_value(cf, conf, |c| &mut c.autoindex, one(parse_on_off)) };
+    // SAFETY: conf was allocated by create_loc_conf as a LocConf.
+    if rv == NGX_CONF_OK && unsafe { &*(conf as *const LocConf) }.autoindex == Some(true) {
+        // SAFETY: cf is a directive handler's; the main conf exists.
+        match unsafe { crate::Module::main_conf_mut(&*cf) } {
+            Some(main) => main.autoindex = true,
+            None => return NGX_CONF_ERROR,
+        }
+    }
+    rv
+}
 
 /// Keywords, like nginx's own, are matched without regard to case.
 fn keyword<'a, T: Copy>(v: &[u8], table: &'a [(&'a str, T)]) -> Option<T> {
@@ -1167,6 +1217,9 @@ impl LocConf {
         inherit(&mut self.presign_expires, &prev.presign_expires);
         inherit(&mut self.presign_scheme, &prev.presign_scheme);
         inherit(&mut self.index, &prev.index);
+        inherit(&mut self.autoindex, &prev.autoindex);
+        inherit(&mut self.autoindex_format, &prev.autoindex_format);
+        inherit(&mut self.autoindex_max, &prev.autoindex_max);
         (self.s3_host, self.s3_path_prefix) = match (self.bucket.as_deref(), self.addressing()) {
             (Some([b, ..]), Addressing::Virtual) => {
                 (format!("{b}.{}", self.endpoint()), String::new())
@@ -1270,6 +1323,12 @@ impl LocConf {
             .credentials
             .as_ref()
             .is_some_and(|s| s.default_rules() == PathRules::S3);
+        if self.autoindex == Some(true) && self.credentials.is_some() && !s3 {
+            return Err(format!(
+                "\"aws_s3_autoindex on\" lists S3 buckets, but the credentials here are for the service \"{}\"",
+                self.service.as_deref().unwrap_or("s3")
+            ));
+        }
         if self.is_location && self.sign_on() && s3 && self.bucket.is_none() {
             warnings.push(
                 "\"aws_sign\" without \"aws_s3_bucket\": requests are signed for whatever bucket the upstream request names; set \"aws_s3_bucket\"".to_owned(),

@@ -45,6 +45,9 @@ use crate::{existing_ctx, loc_conf, request_ctx, RequestCtx};
 /// the filter removes it. Should it ever reach S3, S3 refuses it.
 pub const PENDING_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 pending";
 
+/// `aws_s3_autoindex_max_entries` by default.
+pub const DEFAULT_AUTOINDEX_MAX: usize = 10_000;
+
 /// Precontent phase, in a location that signs with `aws_sign` or lists
 /// `aws_sign_methods`: refuses a method that is not signed (405) or a body
 /// over `aws_payload_max_size` (413) before any upstream connection is
@@ -61,14 +64,59 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
     let Some(lc) = (unsafe { loc_conf(r) }) else {
         return declined;
     };
+    // SAFETY: r is live.
+    let (method, uri, main) = unsafe { ((*r).method, (*r).uri.as_bytes(), (*r).main) };
+    let get_or_head = method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t != 0;
+    // SAFETY: r is live.
+    let directory = get_or_head
+        && uri.ends_with(b"/")
+        && lc.credentials.is_some()
+        && !unsafe { crate::listing::is_page(r) };
     let index = lc.index.as_deref().filter(|n| !n.is_empty());
-    if let Some(name) = index.filter(|_| lc.credentials.is_some()) {
-        // SAFETY: r is live.
-        let (method, uri) = unsafe { ((*r).method, (*r).uri.as_bytes()) };
-        let get_or_head = method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t != 0;
-        if get_or_head && uri.ends_with(b"/") {
-            // SAFETY: r is live, in a phase handler.
-            return unsafe { redirect_to_index(r, name) };
+    let autoindex = (directory && r == main && lc.autoindex == Some(true)).then(|| {
+        (
+            lc.autoindex_format
+                .unwrap_or(aws_signer::listing::Format::Html),
+            lc.autoindex_max.unwrap_or(DEFAULT_AUTOINDEX_MAX),
+        )
+    });
+    if let Some(name) = index.filter(|_| directory) {
+        // SAFETY: r is live, in a phase handler.
+        return unsafe { redirect_to_index(r, name) };
+    }
+    // SAFETY: r is live.
+    let internal = unsafe { (*r).internal() } != 0;
+    let index_of = index.and_then(|name| uri.strip_suffix(name.as_bytes()));
+    if let Some(dir) = index_of.filter(|d| d.ends_with(b"/")) {
+        if internal
+            && r == main
+            && get_or_head
+            && lc.autoindex == Some(true)
+            && lc.credentials.is_some()
+            // SAFETY: r is live.
+            && !unsafe { crate::listing::is_page(r) }
+        {
+            // the index object of a directory, after the redirect: if S3
+            // has none, the directory is listed instead
+            let format = lc
+                .autoindex_format
+                .unwrap_or(aws_signer::listing::Format::Html);
+            let max = lc.autoindex_max.unwrap_or(DEFAULT_AUTOINDEX_MAX);
+            let dir = ngx_str_t {
+                len: dir.len(),
+                data: dir.as_ptr() as *mut u8,
+            };
+            // SAFETY: r is the live main request; dir is the start of its
+            // URI, in its pool.
+            if !unsafe { crate::listing::fallback(r, dir, format, max) } {
+                return server_error;
+            }
+        }
+    }
+    if let Some((format, max)) = autoindex {
+        // SAFETY: r is the live main request.
+        if !unsafe { crate::listing::start(r, format, max) } {
+            return server_error;
         }
     }
     if lc.credentials.is_none() || !(lc.sign_on() || lc.methods.is_some()) {
@@ -748,17 +796,35 @@ fn sign_wire_head<'p>(
                 Refused::server_error(LogReason::Head, "the signing buffers are in use".into())
             })?;
             let rules = rules_of(set.scope);
-            let policy = lc.policy(rules);
-            let checked =
-                policy::check_in(bytes, &policy, client, &mut ws).map_err(|refused| Refused {
-                    status: refused.kind.status() as ngx_int_t,
-                    reason: LogReason::from(refused.kind),
-                    text: format!(
-                        "refused: {refused}{} (answering {})",
-                        bucket_hint(lc, refused.kind),
-                        refused.kind.status()
-                    ),
-                })?;
+            let mut policy = lc.policy(rules);
+            let list = crate::listing::request_of(state).filter(|_| policy.s3.is_some());
+            if let (Some(s3), Some(_)) = (policy.s3.as_mut(), list) {
+                // a listing page lists, whatever aws_s3_listing says
+                s3.listing = true;
+            }
+            let refused = |refused: policy::Refused| Refused {
+                status: refused.kind.status() as ngx_int_t,
+                reason: LogReason::from(refused.kind),
+                text: format!(
+                    "refused: {refused}{} (answering {})",
+                    bucket_hint(lc, refused.kind),
+                    refused.kind.status()
+                ),
+            };
+            let mut listing_head = Vec::new();
+            let mut checked = policy::check_in(bytes, &policy, client, &mut ws).map_err(refused)?;
+            if let Some((token, keys)) = list {
+                let prefix =
+                    aws_signer::listing::list_head(&checked, token, keys, &mut listing_head);
+                if prefix.is_some() {
+                    // the listing request, checked again as it is sent
+                    ws.recycle(checked);
+                    policy.query = policy::QueryPolicy::All;
+                    checked = policy::check_in(&listing_head, &policy, client, &mut ws)
+                        .map_err(refused)?;
+                }
+                crate::listing::sent(state, prefix);
+            }
             let outcome = sign_checked(
                 lc, state, amz_date, &set, rules, &checked, &mut ws, debug, place,
             );

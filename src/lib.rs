@@ -32,6 +32,7 @@ pub mod conf;
 pub mod credentials;
 pub mod fetch;
 pub mod handler;
+pub mod listing;
 pub mod metrics;
 pub mod role;
 pub mod variables;
@@ -72,6 +73,10 @@ impl HttpModule for Module {
         if Module::main_conf(cf_ref).is_some_and(|m| m.counters_zone) {
             // SAFETY: postconfiguration is where header filters are chained in.
             unsafe { metrics::install_header_filter() };
+        }
+        if Module::main_conf(cf_ref).is_some_and(|m| m.autoindex) {
+            // SAFETY: postconfiguration is where filters are chained in.
+            unsafe { listing::install_filters() };
         }
         // SAFETY: cf is the postconfiguration conf; every upstream block's
         // peer.init is final once the upstream module's main conf is initialized.
@@ -206,6 +211,8 @@ pub struct MainConf {
     pub counters_zone: bool,
     /// The counters in that zone, once it is initialized.
     pub counters: Option<ptr::NonNull<metrics::Counters>>,
+    /// Some block has `aws_s3_autoindex on`: the listing filters are in.
+    pub autoindex: bool,
     /// Every `aws_signing_key_file` of this configuration (the path as
     /// shown in messages) and when its keys end, Unix seconds.
     pub key_files: Vec<(String, i64)>,
@@ -481,6 +488,8 @@ pub struct RequestCtx {
     pub counted_upstream: bool,
     /// A refusal of this request was counted.
     pub counted_refused: std::cell::Cell<bool>,
+    /// A page of an `aws_s3_autoindex` listing (pool memory), or NULL.
+    pub listing: *mut listing::Listing,
 }
 
 impl RequestCtx {
@@ -540,6 +549,7 @@ pub unsafe fn request_ctx(r: *mut ngx_http_request_t) -> Option<&'static mut Req
             counted_signed: false,
             counted_upstream: false,
             counted_refused: std::cell::Cell::new(false),
+            listing: ptr::null_mut(),
         });
         ngx::http::Request::from_ngx_http_request(r)
             .set_module_ctx(p as *mut c_void, Module::module());

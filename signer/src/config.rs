@@ -67,6 +67,25 @@ pub fn parse_index_name(v: &[u8]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(v).into_owned())
 }
 
+/// `aws_s3_autoindex_format html | json`.
+pub fn parse_autoindex_format(v: &[u8]) -> Result<crate::listing::Format, String> {
+    match v {
+        b"html" => Ok(crate::listing::Format::Html),
+        b"json" => Ok(crate::listing::Format::Json),
+        _ => Err("the format is html or json".into()),
+    }
+}
+
+/// `aws_s3_autoindex_max_entries`: 1 to 1000000.
+pub fn parse_autoindex_max(v: &[u8]) -> Result<usize, String> {
+    std::str::from_utf8(v)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|n| (1..=1_000_000).contains(n))
+        .ok_or_else(|| "the most entries is a number from 1 to 1000000".into())
+}
+
 /// A bucket name.
 pub fn parse_bucket(v: &[u8]) -> Result<String, String> {
     let ok = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');

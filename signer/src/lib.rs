@@ -52,6 +52,7 @@ pub mod config;
 pub mod creds;
 pub mod hash;
 pub mod http1;
+pub mod listing;
 pub mod metrics;
 pub mod policy;
 pub mod sources;

@@ -268,6 +268,9 @@ pub struct Checked<'a> {
     pub query_in_order: bool,
     /// The rules the path was checked under.
     pub rules: PathRules,
+    /// Where the object key starts in `path` (after `/` or `/bucket/`);
+    /// `path.len()` for the bucket itself; 0 without S3 rules.
+    pub key_start: usize,
 }
 
 /// Decides whether the head at the start of `bytes` may be signed under
@@ -327,10 +330,14 @@ pub fn check_in<'a>(
         PathRules::S3 => requote_path(head.path, &mut path),
         PathRules::Generic { .. } => path.extend_from_slice(head.path),
     }
+    let mut key_start = 0;
     if let Some(s3) = &policy.s3 {
-        if let Err(kind) = check_s3(&head, &path, s3) {
-            ws.path = path;
-            return refuse(kind, head, ws);
+        match check_s3(&head, &path, s3) {
+            Ok(start) => key_start = start,
+            Err(kind) => {
+                ws.path = path;
+                return refuse(kind, head, ws);
+            }
         }
     }
     let mut query = std::mem::take(&mut ws.query);
@@ -343,6 +350,7 @@ pub fn check_in<'a>(
         query,
         query_in_order,
         rules: policy.rules,
+        key_start,
     })
 }
 
@@ -488,7 +496,8 @@ fn climbs(rest: &[u8]) -> bool {
     end_segment(len, dots)
 }
 
-fn check_s3(head: &Head<'_>, path: &[u8], s3: &S3Policy<'_>) -> Result<(), Refusal> {
+/// Where the key starts in `path`, if the head may address it.
+fn check_s3(head: &Head<'_>, path: &[u8], s3: &S3Policy<'_>) -> Result<usize, Refusal> {
     let (name, port) = split_host(head.host());
     let (ep_name, ep_port) = split_host(s3.endpoint.as_bytes());
     let at_endpoint =
@@ -519,19 +528,19 @@ fn check_s3(head: &Head<'_>, path: &[u8], s3: &S3Policy<'_>) -> Result<(), Refus
             None => return Err(Refusal::Host),
         }
     };
-    let key_is_empty = match style {
-        Addressing::Virtual => path == b"/" || path.is_empty(),
+    let key_start = match style {
+        Addressing::Virtual => path.len().min(1),
         Addressing::Path => {
             if climbs(after_first) {
                 return Err(Refusal::Climb);
             }
-            after_first.is_empty() || after_first == b"/"
+            (path.len() - after_first.len() + 1).min(path.len())
         }
     };
-    if key_is_empty && !(s3.listing && matches!(head.method, b"GET" | b"HEAD")) {
+    if key_start == path.len() && !(s3.listing && matches!(head.method, b"GET" | b"HEAD")) {
         return Err(Refusal::BucketRequest);
     }
-    Ok(())
+    Ok(key_start)
 }
 
 /// Bytes for a log line: printable ASCII as it is, everything else (and

@@ -192,7 +192,7 @@ struct Leaves {
     message: Option<String>,
 }
 
-fn entity(name: &[u8]) -> Option<char> {
+pub(crate) fn entity(name: &[u8]) -> Option<char> {
     match name {
         b"lt" => Some('<'),
         b"gt" => Some('>'),

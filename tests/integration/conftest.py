@@ -30,6 +30,7 @@ module_make_nginx, module_recorder
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -134,17 +135,23 @@ def _nginx_factory(nginx_bin, base_dir, request):
             secrets.update(harness.secret_forms(f"role session token {i}", token))
         for i, value in enumerate(getattr(mock, "secrets", [])):
             secrets.update(harness.secret_forms(f"mock secret {i}", value))
+    signatures = set()
     for proxy in getattr(request.node, "aws_recorders", []):
         for rec in proxy.requests:
             for value in rec.values("authorization"):
                 sig = value.decode("latin-1").rpartition("Signature=")[2]
                 if len(sig) == 64:
-                    secrets[f"signature sent upstream ({sig[:8]}...)"] = sig
+                    signatures.add(sig.lower())
     for ng in instances:
         ng.stop()
         crashes += ng.crash_lines()
         log = "\n".join(l for l in ng.error_log().splitlines() if not handed_out_url(l))
         leaks += [name for name, value in secrets.items() if value in log]
+        # signatures are 64 hex digits: every such run in the log is looked
+        # up at once (any case, any place in a longer run)
+        runs = re.findall(r"[0-9a-fA-F]{64,}", log)
+        found = {r[i:i + 64].lower() for r in runs for i in range(len(r) - 63)}
+        leaks += [f"signature sent upstream ({s[:8]}...)" for s in signatures & found]
     if crashes:
         pytest.fail("nginx worker crashed:\n" + "\n".join(crashes), pytrace=False)
     if leaks:

@@ -225,6 +225,16 @@ BAD = [
     ("index_dotdot", cfg(keys(), "aws_s3_index ..;\naws_sign;"), ["aws_s3_index"]),
     ("index_percent", cfg(keys(), "aws_s3_index index%2Ehtml;\naws_sign;"), ["aws_s3_index"]),
     ("index_twice", cfg(keys() + "\naws_s3_index a.html;\naws_s3_index b.html;", "aws_sign;"), ["aws_s3_index"]),
+    ("autoindex_bad_value", cfg(keys(), "aws_s3_autoindex yes;\naws_sign;"), ["aws_s3_autoindex"]),
+    ("autoindex_twice", cfg(keys(), "aws_s3_autoindex on;\naws_s3_autoindex off;\naws_sign;"), ["aws_s3_autoindex"]),
+    ("autoindex_format_xml", cfg(keys(), "aws_s3_autoindex on;\naws_s3_autoindex_format xml;\naws_sign;"),
+     ["aws_s3_autoindex_format"]),
+    ("autoindex_max_zero", cfg(keys(), "aws_s3_autoindex_max_entries 0;\naws_sign;"), ["aws_s3_autoindex_max_entries"]),
+    ("autoindex_max_huge", cfg(keys(), "aws_s3_autoindex_max_entries 1000001;\naws_sign;"),
+     ["aws_s3_autoindex_max_entries"]),
+    ("autoindex_max_word", cfg(keys(), "aws_s3_autoindex_max_entries many;\naws_sign;"), ["aws_s3_autoindex_max_entries"]),
+    ("autoindex_not_s3", cfg(keys(scope="20150830/us-east-1/execute-api/aws4_request"),
+                             "aws_s3_autoindex on;\naws_sign;"), ["aws_s3_autoindex"]),
 ]
 
 GOOD = [
@@ -293,6 +303,9 @@ GOOD = [
          "aws_sign;\nlocation /x/ { aws_forward_amz_headers none; proxy_pass http://127.0.0.1:9; }")),
     ("index_and_off_below", cfg(keys() + "\naws_s3_index index.html;",
                                 "aws_sign;\nlocation /raw/ { aws_s3_index off; proxy_pass http://127.0.0.1:9; }")),
+    ("autoindex_json_and_most", cfg(keys() + "\naws_s3_autoindex on;\naws_s3_autoindex_format json;\n"
+                                    "aws_s3_autoindex_max_entries 1000000;",
+                                    "aws_sign;\nlocation /raw/ { aws_s3_autoindex off; proxy_pass http://127.0.0.1:9; }")),
     ("status_in_two_places", cfg("location = /m { aws_auth_status; }", "aws_sign;",
                                  http=keys() + "\nserver { listen 127.0.0.1:9; aws_auth_status; }")),
 ]

@@ -1,0 +1,387 @@
+"""`aws_s3_autoindex`: a GET of a "directory" lists the objects and common
+prefixes under it, from ListObjectsV2 requests the module builds and signs,
+following every continuation token, as HTML (like nginx's autoindex) or
+JSON. Keys are attacker-controlled text: the HTML is parsed (not grepped),
+no key may become markup, and following each link must fetch exactly that
+key's bytes. S3's errors pass through; a later page that fails ends the
+response short; the listing stays refused where the directive is off."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import html.parser
+import json
+import socket
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+
+import harness
+from harness import BUCKET
+
+ODD = [
+    "<script>alert(1)<script>.html",
+    "<a href=x>.txt",
+    "a&b.txt",
+    'quote"s.txt',
+    "it's.txt",
+    "sp ace.txt",
+    "plus+sign.txt",
+    "ünïcødé-日本.txt",
+    "100%.txt",
+    "%41.txt",
+    "hash#tag.txt",
+    "q?uery.txt",
+    "semi;colon:.txt",
+    "..dots",
+    "~tilde",
+    "=eq&amp;.txt",
+    "javascript:alert(1)",
+    "<img src=x onerror=alert(1)>",
+]
+DIRS = ["sub dir", "<b>", "a+b"]
+N_FILES = 2500
+
+
+def body_of(key: str) -> bytes:
+    return key.encode() + b"\n"
+
+
+@pytest.fixture(scope="module")
+def listed(s3):
+    names = [f"file-{i:04d}.txt" for i in range(N_FILES - len(ODD))] + ODD
+    keys = [f"big/{n}" for n in names] + [f"big/{d}/inner.txt" for d in DIRS]
+    keys += ["small/one.txt", "small/two words.txt", "small/deeper/three.txt"]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: s3.put(k, body_of(k)), keys))
+    return names
+
+
+class Links(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self.tags: list[str] = []
+        self.title = ""
+        self._in_a: str | None = None
+        self._in_title = False
+        self._text = ""
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "a":
+            self._in_a = dict(attrs)["href"]
+            self._text = ""
+        if tag == "title":
+            self._in_title = True
+
+    def handle_endtag(self, tag):
+        if tag == "a" and self._in_a is not None:
+            self.links.append((self._in_a, self._text))
+            self._in_a = None
+        if tag == "title":
+            self._in_title = False
+
+    def handle_data(self, data):
+        if self._in_a is not None:
+            self._text += data
+        if self._in_title:
+            self.title += data
+
+
+def parse(body: bytes) -> Links:
+    p = Links()
+    p.feed(body.decode("utf-8"))
+    p.close()
+    return p
+
+
+def config(ng, signing, recorder, mode: str = "aws_sign") -> str:
+    up = recorder.port
+    sign = harness.sign_lines(mode)
+    return f"""
+    proxy_cache_path {ng.prefix}/cache levels=1:2 keys_zone=lists:1m max_size=16m;
+    server {{
+        listen 127.0.0.1:{ng.port};
+{signing.directives("        ")}
+        aws_s3_addressing path;
+        location / {{
+            {sign}
+            proxy_pass http://127.0.0.1:{up};
+        }}
+        location /list/ {{
+            aws_s3_autoindex on;
+            {sign}
+            proxy_pass http://127.0.0.1:{up}/{BUCKET}/;
+        }}
+        location /json/ {{
+            aws_s3_autoindex on;
+            aws_s3_autoindex_format json;
+            {sign}
+            proxy_pass http://127.0.0.1:{up}/{BUCKET}/;
+        }}
+        location /few/ {{
+            aws_s3_autoindex on;
+            aws_s3_autoindex_max_entries 1500;
+            {sign}
+            proxy_pass http://127.0.0.1:{up}/{BUCKET}/;
+        }}
+        location /cached/ {{
+            aws_s3_autoindex on;
+            proxy_cache lists;
+            proxy_cache_valid 200 1h;
+            add_header X-Cache $upstream_cache_status;
+            {sign}
+            proxy_pass http://127.0.0.1:{up}/{BUCKET}/;
+        }}
+        location /nobucket/ {{
+            aws_s3_autoindex on;
+            aws_s3_bucket {BUCKET} no-such-bucket;
+            {sign}
+            proxy_pass http://127.0.0.1:{up}/no-such-bucket/;
+        }}
+    }}"""
+
+
+def list_requests(recorder) -> list:
+    return [r for r in recorder.requests if b"list-type=2" in r.target]
+
+
+def check_signed(recorder):
+    for rec in recorder.requests:
+        harness.check_signed_request(rec, expect_host=f"127.0.0.1:{recorder.port}")
+
+
+def test_html_listing_of_2500_keys_every_link_fetches_its_object(nginx, s3, signing, recorder, listed):
+    nginx.write_config(config(nginx, signing, recorder))
+    nginx.start()
+    r = nginx.request("GET", "/list/big/")
+    assert r.status == 200, r
+    assert r.header("Content-Type") == "text/html; charset=utf-8", r
+    assert r.header("Content-Length") is None and r.header("ETag") is None
+    page = parse(r.body)
+    assert page.title == "Index of /list/big/"
+    # nothing in a key became markup
+    assert set(page.tags) <= {"html", "head", "title", "body", "h1", "hr", "pre", "a"}, set(page.tags)
+    assert page.links[0] == ("../", "../")
+    entries = page.links[1:]
+    shown = [text for _, text in entries]
+    want = sorted(listed) + [d + "/" for d in DIRS]
+    assert sorted(shown) == sorted(want)
+    assert len(entries) == N_FILES + len(DIRS)
+    # three ListObjectsV2 requests (pages of 1000), each signed as sent
+    lists = list_requests(recorder)
+    assert len(lists) == 3, [x.target for x in lists]
+    assert b"continuation-token=" not in lists[0].target
+    assert all(b"continuation-token=" in x.target for x in lists[1:])
+    assert all(x.target.startswith(f"/{BUCKET}/?".encode()) for x in lists)
+    assert all(b"prefix=big%2F" in x.target and b"delimiter=%2F" in x.target for x in lists)
+    check_signed(recorder)
+    # every link, resolved as a browser does, fetches its own object
+    base = "/list/big/"
+    targets = [(urllib.parse.urljoin(base, href), text) for href, text in entries]
+
+    def fetch(item):
+        target, text = item
+        got = nginx.request("GET", target)
+        return target, text, got
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for target, text, got in pool.map(fetch, targets):
+            if text.endswith("/"):
+                assert got.status == 200, (target, got)
+                sub = parse(got.body)
+                assert [t for _, t in sub.links] == ["../", "inner.txt"], (target, got)
+            else:
+                assert got.status == 200 and got.body == body_of("big/" + text), (target, text, got)
+
+
+def test_json_listing(nginx, s3, signing, recorder, listed):
+    nginx.write_config(config(nginx, signing, recorder, "variables"))
+    nginx.start()
+    r = nginx.request("GET", "/json/big/")
+    assert r.status == 200, r
+    assert r.header("Content-Type") == "application/json", r
+    items = json.loads(r.body)
+    files = {i["name"]: i for i in items if i["type"] == "file"}
+    dirs = {i["name"] for i in items if i["type"] == "directory"}
+    assert dirs == set(DIRS)
+    assert set(files) == set(listed)
+    for name, item in files.items():
+        assert item["size"] == len(body_of("big/" + name)), item
+        assert item["mtime"].endswith(" GMT")
+    assert len(list_requests(recorder)) == 3
+    check_signed(recorder)
+    # a small one, and HEAD
+    r = nginx.request("GET", "/json/small/")
+    items = json.loads(r.body)
+    for i in items:
+        i.pop("mtime", None)
+    assert sorted(items, key=lambda i: i["name"]) == [
+        {"name": "deeper", "type": "directory"},
+        {"name": "one.txt", "type": "file", "size": len(body_of("small/one.txt"))},
+        {"name": "two words.txt", "type": "file", "size": len(body_of("small/two words.txt"))},
+    ], r
+    r = nginx.request("HEAD", "/json/small/")
+    assert r.status == 200 and r.body == b"" and r.header("Content-Type") == "application/json", r
+
+
+def test_most_entries(nginx, s3, signing, recorder, listed):
+    nginx.write_config(config(nginx, signing, recorder))
+    nginx.start()
+    r = nginx.request("GET", "/few/big/")
+    assert r.status == 200, r
+    page = parse(r.body)
+    assert len(page.links) == 1 + 1500
+    assert b"Only the first 1500 entries are listed." in r.body
+    # no page asked for more than was left
+    lists = list_requests(recorder)
+    assert len(lists) == 2 and b"max-keys=1000" in lists[0].target and b"max-keys=1000" in lists[1].target
+
+
+def test_cached_listing_is_the_same(nginx, s3, signing, recorder, listed):
+    nginx.write_config(config(nginx, signing, recorder))
+    nginx.start()
+    first = nginx.request("GET", "/cached/big/")
+    assert first.status == 200 and first.header("X-Cache") == "MISS", first
+    assert len(list_requests(recorder)) == 3
+    recorder.clear()
+    again = nginx.request("GET", "/cached/big/")
+    assert again.status == 200 and again.header("X-Cache") == "HIT", again
+    assert recorder.requests == []
+    assert again.body == first.body
+
+
+def test_errors_pass_through_and_listing_stays_off_elsewhere(nginx, s3, signing, recorder, listed):
+    nginx.write_config(config(nginx, signing, recorder))
+    nginx.start()
+    r = nginx.request("GET", "/nobucket/big/")
+    assert r.status == 404 and b"NoSuchBucket" in r.body, r
+    assert r.header("Content-Type") != "text/html; charset=utf-8"
+    # an empty prefix is an empty listing, not an error
+    r = nginx.request("GET", "/list/nothing-here/")
+    assert r.status == 200 and [t for _, t in parse(r.body).links] == ["../"], r
+    # objects are objects
+    r = nginx.request("GET", "/list/small/one.txt")
+    assert r.status == 200 and r.body == body_of("small/one.txt")
+    # where the directive is off, the bucket itself stays refused and a
+    # directory is an object key
+    recorder.clear()
+    r = nginx.request("GET", f"/{BUCKET}/")
+    assert r.status == 403, r
+    assert recorder.requests == []
+    r = nginx.request("GET", f"/{BUCKET}/big/")
+    assert r.status != 200 and b"file-0001" not in r.body, r
+    assert list_requests(recorder) == []
+
+
+class FlakyS3(BaseHTTPRequestHandler):
+    """Answers page 1 of a listing (truncated), then fails page 2."""
+
+    protocol_version = "HTTP/1.1"
+    calls: list[str] = []
+
+    def do_GET(self):
+        FlakyS3.calls.append(self.path)
+        if "continuation-token" not in self.path:
+            body = (
+                '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name>'
+                "<Prefix>d/</Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys>"
+                "<IsTruncated>true</IsTruncated><Contents><Key>d/first.txt</Key>"
+                "<LastModified>2026-12-02T10:11:12.000Z</LastModified><Size>3</Size></Contents>"
+                "<NextContinuationToken>next+page/=</NextContinuationToken></ListBucketResult>"
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/xml")
+        else:
+            body = b"<Error><Code>InternalError</Code></Error>"
+            self.send_response(500)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_a_failed_later_page_ends_the_response_short(nginx, signing):
+    with harness.serve_http(FlakyS3) as srv:
+        port = srv.server_address[1]
+        nginx.write_config(f"""
+    server {{
+        listen 127.0.0.1:{nginx.port};
+{signing.directives("        ")}
+        aws_s3_addressing path;
+        location /d/ {{
+            aws_s3_autoindex on;
+            aws_sign;
+            proxy_pass http://127.0.0.1:{port}/{BUCKET}/d/;
+        }}
+    }}""")
+        nginx.start()
+        FlakyS3.calls.clear()
+        s = socket.create_connection(("127.0.0.1", nginx.port), timeout=10)
+        s.sendall(f"GET /d/ HTTP/1.1\r\nHost: 127.0.0.1:{nginx.port}\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        s.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), data
+        assert b"first.txt" in body
+        assert not body.endswith(b"0\r\n\r\n"), body  # no last chunk: cut short
+        assert len(FlakyS3.calls) == 2
+        assert "continuation-token=next%2Bpage%2F%3D" in FlakyS3.calls[1], FlakyS3.calls
+
+
+def test_index_object_else_the_listing(nginx, s3, signing, recorder, listed):
+    s3.put("small/deeper/index.html", b"<h1>deeper</h1>\n")
+    up = recorder.port
+    nginx.write_config(f"""
+    proxy_cache_path {nginx.prefix}/cache levels=1:2 keys_zone=site:1m max_size=16m;
+    server {{
+        listen 127.0.0.1:{nginx.port};
+{signing.directives("        ")}
+        aws_s3_addressing path;
+        location /site/ {{
+            aws_s3_index index.html;
+            aws_s3_autoindex on;
+            aws_sign;
+            proxy_cache site;
+            proxy_cache_valid 200 404 1h;
+            add_header X-Cache $upstream_cache_status;
+            proxy_pass http://127.0.0.1:{up}/{BUCKET}/;
+        }}
+    }}""")
+    nginx.start()
+    # an index object: it is the answer
+    r = nginx.request("GET", "/site/small/deeper/")
+    assert r.status == 200 and r.body == b"<h1>deeper</h1>\n", r
+    assert list_requests(recorder) == []
+    # none: S3's 404 for it becomes the directory's listing
+    for attempt in ("MISS", "HIT"):
+        recorder.clear()
+        r = nginx.request("GET", "/site/small/")
+        assert r.status == 200, r
+        assert r.header("Content-Type") == "text/html; charset=utf-8", r
+        assert r.header("X-Cache") == attempt, r
+        page = parse(r.body)
+        assert page.title == "Index of /site/small/"
+        assert sorted(t for _, t in page.links) == sorted(["../", "deeper/", "one.txt", "two words.txt"])
+        if attempt == "MISS":
+            paths = [rec.target for rec in recorder.requests]
+            assert paths[0] == f"/{BUCKET}/small/index.html".encode(), paths
+            assert len(list_requests(recorder)) == 1, paths
+            check_signed(recorder)
+        else:
+            assert recorder.requests == []
+    r = nginx.request("HEAD", "/site/small/")
+    assert r.status == 200 and r.body == b"" and r.header("Content-Type") == "text/html; charset=utf-8", r
+    # the index of a big directory falls back to its three pages
+    r = nginx.request("GET", "/site/big/")
+    assert r.status == 200 and len(parse(r.body).links) == 1 + N_FILES + len(DIRS), r
+    # an object that does not exist stays a 404
+    r = nginx.request("GET", "/site/small/nothing.txt")
+    assert r.status == 404, r
