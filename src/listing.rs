@@ -70,6 +70,9 @@ struct Shared {
     /// Output buffers, shared by every page.
     free: *mut ngx_chain_t,
     busy: *mut ngx_chain_t,
+    /// The next page to ask for once the client has taken what was sent:
+    /// its URI and continuation token.
+    pending: Option<(ngx_str_t, Vec<u8>)>,
 }
 
 impl Listing {
@@ -97,6 +100,7 @@ fn new_shared(format: Format, max: usize) -> Shared {
         finished: false,
         free: ptr::null_mut(),
         busy: ptr::null_mut(),
+        pending: None,
     }
 }
 
@@ -360,6 +364,22 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
         // SAFETY: r is live, in its body filter.
         return unsafe { swallow(r, l, input) };
     }
+    if let Some(shared) = l.shared.as_mut().filter(|s| s.pending.is_some()) {
+        // between two pages, while the client takes what was sent
+        // SAFETY: r is live, in its body filter.
+        let rc = unsafe { next_body(r, input) };
+        // SAFETY: r is live.
+        if rc != Status::NGX_ERROR.0 && unsafe { drained(r) } {
+            if let Some((uri, token)) = shared.pending.take() {
+                // SAFETY: r is the live main request.
+                if let Err(why) = unsafe { next_page(r, uri, Some(token)) } {
+                    log(r, &why);
+                    return Status::NGX_ERROR.into();
+                }
+            }
+        }
+        return rc;
+    }
     if !l.render {
         // SAFETY: r is live.
         return unsafe { next_body(r, input) };
@@ -505,10 +525,18 @@ unsafe fn render(
             if rc == Status::NGX_ERROR.0 {
                 return Ok(rc);
             }
-            // SAFETY: r is live; its main request too.
-            unsafe { next_page(r, (*r).uri, Some(next)) }?;
             // SAFETY: r's main request is live.
             unsafe { hold_main(r, true) };
+            // SAFETY: r is live; its main request too.
+            unsafe {
+                if drained(r) {
+                    next_page(r, (*r).uri, Some(next))?;
+                } else {
+                    // the client is slow: the next page is asked for when
+                    // it has taken this one (the main request's writer)
+                    shared.pending = Some(((*r).uri, next));
+                }
+            }
             return Ok(rc);
         }
         listing::write_tail(shared.format, more.then_some(shared.written), &mut out);
@@ -551,6 +579,17 @@ unsafe fn hold_main(r: *mut ngx_http_request_t, hold: bool) {
             b & !LISTING_BUFFERED
         });
     }
+}
+
+/// The client has taken everything sent so far (nothing waits in nginx's
+/// output): a page more may be produced. Keeps what one slow client makes
+/// nginx hold to about one page.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn drained(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: see the contract.
+    unsafe { (*(*r).connection).buffered() == 0 && (*(*r).main).out.is_null() }
 }
 
 /// Calls `f` with the bytes of buffer `b` (from memory, or read from its

@@ -13,6 +13,7 @@ import html.parser
 import json
 import socket
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
 
@@ -385,3 +386,104 @@ def test_index_object_else_the_listing(nginx, s3, signing, recorder, listed):
     # an object that does not exist stays a 404
     r = nginx.request("GET", "/site/small/nothing.txt")
     assert r.status == 404, r
+
+
+class ManyKeys(BaseHTTPRequestHandler):
+    """A stand-in S3 with 100,000 keys under d/, listed 1000 at a time (the
+    continuation token is the index of the next key)."""
+
+    protocol_version = "HTTP/1.1"
+    total = 100_000
+    pages = 0
+
+    def do_GET(self):
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        start = int(q.get("continuation-token", ["0"])[0])
+        n = min(int(q["max-keys"][0]), self.total - start)
+        ManyKeys.pages += 1
+        parts = ['<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name>'
+                 f"<Prefix>d/</Prefix><KeyCount>{n}</KeyCount><MaxKeys>1000</MaxKeys>"]
+        if start:
+            parts.append(f"<ContinuationToken>{start}</ContinuationToken>")
+        more = start + n < self.total
+        parts.append(f"<IsTruncated>{'true' if more else 'false'}</IsTruncated>")
+        for i in range(start, start + n):
+            parts.append(f"<Contents><Key>d/key-{i:06d}-&amp;-&lt;x&gt;.bin</Key>"
+                         "<LastModified>2026-12-02T10:11:12.000Z</LastModified>"
+                         f"<Size>{i}</Size><StorageClass>STANDARD</StorageClass></Contents>")
+        if more:
+            parts.append(f"<NextContinuationToken>{start + n}</NextContinuationToken>")
+        parts.append("</ListBucketResult>")
+        body = "".join(parts).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def worker_hwm_kib(ng) -> int:
+    [pid] = harness.worker_pids(ng)
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_memory_stays_bounded_for_100000_keys(nginx, signing):
+    """100 pages of 1000 keys stream through one worker to a slow client:
+    its peak RSS grows by a few MiB (the pages' subrequests), not with the
+    14 MB of HTML; the next page is asked for once the client has taken
+    the one before."""
+    with harness.serve_http(ManyKeys) as srv:
+        port = srv.server_address[1]
+        nginx.write_config(f"""
+    server {{
+        listen 127.0.0.1:{nginx.port};
+{signing.directives("        ")}
+        aws_s3_addressing path;
+        location /d/ {{
+            aws_s3_autoindex on;
+            aws_s3_autoindex_max_entries 1000000;
+            aws_sign;
+            proxy_pass http://127.0.0.1:{port}/{BUCKET}/d/;
+        }}
+        location /small/ {{
+            aws_s3_autoindex on;
+            aws_s3_autoindex_max_entries 1000;
+            aws_sign;
+            proxy_pass http://127.0.0.1:{port}/{BUCKET}/d/;
+        }}
+    }}""")
+        nginx.start()
+        assert nginx.request("GET", "/small/").status == 200  # warm the worker
+        before = worker_hwm_kib(nginx)
+        ManyKeys.pages = 0
+        # a slow client: a small receive window, nothing read for a while
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(60)
+        s.connect(("127.0.0.1", nginx.port))
+        s.sendall(b"GET /d/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        time.sleep(2)
+        data = bytearray()
+        while chunk := s.recv(65536):
+            data += chunk
+        s.close()
+        after = worker_hwm_kib(nginx)
+        head, _, body = bytes(data).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        page = harness._decode_chunked(body)
+        links = parse(page).links
+        assert len(links) == 1 + 100_000
+        assert links[1] == ("key-000000-%26-%3Cx%3E.bin", "key-000000-&-<x>.bin")
+        assert links[-1][1] == "key-099999-&-<x>.bin"
+        assert ManyKeys.pages == 100
+        growth = (after - before) / 1024
+        print(f"\nworker VmHWM before {before} KiB, after {after} KiB, growth {growth:.1f} MiB "
+              f"for a listing of 100000 keys, {len(page)} bytes of HTML")
+        assert growth < 8, growth
