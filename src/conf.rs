@@ -103,6 +103,8 @@ pub struct LocConf {
     pub autoindex_format: Option<aws_signer::listing::Format>,
     /// `aws_s3_autoindex_max_entries`.
     pub autoindex_max: Option<usize>,
+    /// `aws_s3_append_slash`.
+    pub append_slash: Option<bool>,
     /// The `Allow` value of a 405 (the signed methods), computed at merge.
     pub allow: String,
     /// A signed payload is possible here, so request bodies are hashed as
@@ -229,7 +231,7 @@ const fn command(name: ngx_str_t, args: u32, set: SetFn) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 30] = [
+pub static mut COMMANDS: [ngx_command_t; 31] = [
     command(
         ngx_string!("aws_access_key"),
         NGX_CONF_TAKE1,
@@ -341,6 +343,11 @@ pub static mut COMMANDS: [ngx_command_t; 30] = [
         ngx_string!("aws_s3_autoindex_max_entries"),
         NGX_CONF_TAKE1,
         set_autoindex_max,
+    ),
+    command(
+        ngx_string!("aws_s3_append_slash"),
+        NGX_CONF_TAKE1,
+        set_append_slash,
     ),
     ngx_command_t {
         name: ngx_string!("aws_auth_status"),
@@ -960,9 +967,32 @@ unsafe extern "C" fn set_autoindex(
     conf: *mut c_void,
 ) -> *mut c_char {
     // SAFETY: nginx calls this with the pointers of a directive handler.
-    let rv = unsafe { set_value(cf, conf, |c| &mut c.autoindex, one(parse_on_off)) };
+    unsafe { set_listing_flag(cf, conf, |c| &mut c.autoindex) }
+}
+
+/// `aws_s3_append_slash on | off`; `on` puts the listing filters in.
+unsafe extern "C" fn set_append_slash(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx calls this with the pointers of a directive handler.
+    unsafe { set_listing_flag(cf, conf, |c| &mut c.append_slash) }
+}
+
+/// An `on | off` directive whose `on` needs the listing filters.
+///
+/// # Safety
+/// The pointers of a directive handler.
+unsafe fn set_listing_flag(
+    cf: *mut ngx_conf_t,
+    conf: *mut c_void,
+    field: fn(&mut LocConf) -> &mut Option<bool>,
+) -> *mut c_char {
+    // SAFETY: see the contract.
+    let rv = unsafe { set_value(cf, conf, field, one(parse_on_off)) };
     // SAFETY: conf was allocated by create_loc_conf as a LocConf.
-    if rv == NGX_CONF_OK && unsafe { &*(conf as *const LocConf) }.autoindex == Some(true) {
+    if rv == NGX_CONF_OK && *field(unsafe { &mut *(conf as *mut LocConf) }) == Some(true) {
         // SAFETY: cf is a directive handler's; the main conf exists.
         match unsafe { crate::Module::main_conf_mut(&*cf) } {
             Some(main) => main.autoindex = true,
@@ -1220,6 +1250,7 @@ impl LocConf {
         inherit(&mut self.autoindex, &prev.autoindex);
         inherit(&mut self.autoindex_format, &prev.autoindex_format);
         inherit(&mut self.autoindex_max, &prev.autoindex_max);
+        inherit(&mut self.append_slash, &prev.append_slash);
         (self.s3_host, self.s3_path_prefix) = match (self.bucket.as_deref(), self.addressing()) {
             (Some([b, ..]), Addressing::Virtual) => {
                 (format!("{b}.{}", self.endpoint()), String::new())
@@ -1323,11 +1354,16 @@ impl LocConf {
             .credentials
             .as_ref()
             .is_some_and(|s| s.default_rules() == PathRules::S3);
-        if self.autoindex == Some(true) && self.credentials.is_some() && !s3 {
-            return Err(format!(
-                "\"aws_s3_autoindex on\" lists S3 buckets, but the credentials here are for the service \"{}\"",
-                self.service.as_deref().unwrap_or("s3")
-            ));
+        for (name, on) in [
+            ("aws_s3_autoindex", self.autoindex),
+            ("aws_s3_append_slash", self.append_slash),
+        ] {
+            if on == Some(true) && self.credentials.is_some() && !s3 {
+                return Err(format!(
+                    "\"{name} on\" lists S3 buckets, but the credentials here are for the service \"{}\"",
+                    self.service.as_deref().unwrap_or("s3")
+                ));
+            }
         }
         if self.is_location && self.sign_on() && s3 && self.bucket.is_none() {
             warnings.push(

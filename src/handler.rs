@@ -119,6 +119,20 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
             return server_error;
         }
     }
+    if r == main
+        && !internal
+        && get_or_head
+        && !uri.ends_with(b"/")
+        && lc.append_slash == Some(true)
+        && lc.credentials.is_some()
+        // SAFETY: r is live.
+        && !unsafe { crate::listing::is_page(r) }
+    {
+        // SAFETY: r is the live main request.
+        if !unsafe { crate::listing::arm_append_slash(r) } {
+            return server_error;
+        }
+    }
     if lc.credentials.is_none() || !(lc.sign_on() || lc.methods.is_some()) {
         return declined;
     }

@@ -54,6 +54,27 @@ pub struct Listing {
     fallback: Option<ngx_str_t>,
     /// The index object's 404 is being dropped; the listing follows it.
     swallow: bool,
+    /// `aws_s3_append_slash`: the state of the client's request.
+    slash: Slash,
+    /// A probe: is there anything under this prefix? (One key asked for,
+    /// nothing written.)
+    probe: bool,
+    /// The probe found an entry.
+    found: bool,
+}
+
+/// `aws_s3_append_slash`, on the client's request.
+#[derive(Default)]
+enum Slash {
+    #[default]
+    Off,
+    /// Waiting for S3's answer for the object.
+    Armed,
+    /// S3 answered 404: its header is held and its body kept while the
+    /// probe asks whether `uri/` holds anything.
+    Held { body: Vec<u8> },
+    /// Decided: the response goes out.
+    Done,
 }
 
 /// The state of a whole listing, held by the client's request.
@@ -87,6 +108,9 @@ impl Listing {
             shared,
             fallback: None,
             swallow: false,
+            slash: Slash::Off,
+            probe: false,
+            found: false,
         }
     }
 }
@@ -118,6 +142,20 @@ pub unsafe fn fallback(
 ) -> bool {
     let mut l = Listing::new(None, Some(new_shared(format, max)));
     l.fallback = Some(dir);
+    // SAFETY: r is live.
+    unsafe { attach(r, l) }
+}
+
+/// `aws_s3_append_slash`: should S3 answer 404 for `r`'s object, `r` (the
+/// client's request for a URI without a trailing slash) asks whether the
+/// URI with a slash is a directory, and answers 301 to it if so. False
+/// when out of memory.
+///
+/// # Safety
+/// `r` must be a live main request.
+pub unsafe fn arm_append_slash(r: *mut ngx_http_request_t) -> bool {
+    let mut l = Listing::new(None, Some(new_shared(Format::Html, 0)));
+    l.slash = Slash::Armed;
     // SAFETY: r is live.
     unsafe { attach(r, l) }
 }
@@ -175,10 +213,13 @@ fn page_of(ctx: &RequestCtx) -> Option<&'static mut Listing> {
 /// when the request is not a listing page still to send.
 pub fn request_of(ctx: &RequestCtx) -> Option<(Option<&[u8]>, usize)> {
     let l = page_of(ctx)?;
-    if l.declined || l.fallback.is_some() {
+    if l.declined || l.fallback.is_some() || !matches!(l.slash, Slash::Off) {
         return None;
     }
-    Some((l.token.as_deref(), listing::PAGE_KEYS))
+    Some((
+        l.token.as_deref(),
+        if l.probe { 1 } else { listing::PAGE_KEYS },
+    ))
 }
 
 /// The signing filter sent the listing request for `prefix`, or (None)
@@ -257,6 +298,33 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
         let status = (*r).headers_out.status;
         let proxied = !(*r).upstream.is_null();
+        if matches!(l.slash, Slash::Armed) {
+            if status != 404 || !proxied {
+                l.slash = Slash::Done;
+                return next_header(r);
+            }
+            // hold S3's 404 while the probe asks about uri/
+            l.slash = Slash::Held { body: Vec::new() };
+            let mut dir = (*r).uri.as_bytes().to_vec();
+            dir.push(b'/');
+            let Some(uri) = pool_str((*r).pool, &[&dir]) else {
+                return Status::NGX_ERROR.into();
+            };
+            if let Err(why) = next_page(r, uri, None, true) {
+                log(r, &why);
+                return Status::NGX_ERROR.into();
+            }
+            hold_main(r, true);
+            return Status::NGX_OK.into();
+        }
+        if matches!(l.slash, Slash::Done) {
+            return next_header(r);
+        }
+        if l.probe {
+            // S3's answer to the probe: anything but a listing is "nothing"
+            l.render = status == 200 && proxied && (l.sent_prefix.is_some() || (*r).cached() != 0);
+            return next_header(r);
+        }
         if l.fallback.is_some() {
             if status == 404 && proxied {
                 // no index object: the listing instead of S3's 404
@@ -347,6 +415,39 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
         // SAFETY: r is live.
         return unsafe { next_body(r, input) };
     };
+    if let Slash::Held { body } = &mut l.slash {
+        // S3's 404 for the object, kept to be sent should the probe find
+        // nothing (a few hundred bytes; at most 64 KiB kept)
+        // SAFETY: the chain nginx passed; its buffers are read then
+        // marked as consumed.
+        let kept = unsafe {
+            let mut cl = input;
+            let mut ok = Ok(());
+            while !cl.is_null() && ok.is_ok() {
+                let b = (*cl).buf;
+                cl = (*cl).next;
+                if !b.is_null() {
+                    ok = read_buf(b, &mut |data: &[u8]| {
+                        let room = (64 * 1024usize).saturating_sub(body.len());
+                        body.extend_from_slice(&data[..data.len().min(room)]);
+                        Ok(())
+                    });
+                }
+            }
+            ok
+        };
+        return match kept {
+            Ok(()) => Status::NGX_OK.into(),
+            Err(why) => {
+                log(r, &why);
+                Status::NGX_ERROR.into()
+            }
+        };
+    }
+    if l.probe {
+        // SAFETY: r is live, in its body filter.
+        return unsafe { probe(r, l, input) };
+    }
     if l.failed {
         // SAFETY: the chain nginx passed.
         unsafe { consume(input) };
@@ -372,7 +473,7 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
         if rc != Status::NGX_ERROR.0 && unsafe { drained(r) } {
             if let Some((uri, token)) = shared.pending.take() {
                 // SAFETY: r is the live main request.
-                if let Err(why) = unsafe { next_page(r, uri, Some(token)) } {
+                if let Err(why) = unsafe { next_page(r, uri, Some(token), false) } {
                     log(r, &why);
                     return Status::NGX_ERROR.into();
                 }
@@ -530,7 +631,7 @@ unsafe fn render(
             // SAFETY: r is live; its main request too.
             unsafe {
                 if drained(r) {
-                    next_page(r, (*r).uri, Some(next))?;
+                    next_page(r, (*r).uri, Some(next), false)?;
                 } else {
                     // the client is slow: the next page is asked for when
                     // it has taken this one (the main request's writer)
@@ -716,6 +817,7 @@ unsafe fn next_page(
     r: *mut ngx_http_request_t,
     mut uri: ngx_str_t,
     token: Option<Vec<u8>>,
+    probe: bool,
 ) -> Result<(), String> {
     let mut args = Vec::new();
     if let Some(t) = &token {
@@ -738,7 +840,9 @@ unsafe fn next_page(
         let sep: &[u8] = if args.is_empty() { b"" } else { b"?" };
         (*sr).unparsed_uri =
             pool_str(pool, &[uri.as_bytes(), sep, &args]).ok_or("out of memory")?;
-        if !attach(sr, Listing::new(token, None)) {
+        let mut page = Listing::new(token, None);
+        page.probe = probe;
+        if !attach(sr, page) {
             return Err("out of memory".into());
         }
     }
@@ -776,7 +880,7 @@ unsafe fn swallow(
         return Status::NGX_ERROR.into();
     };
     // SAFETY: r is live.
-    if let Err(why) = unsafe { next_page(r, dir, None) } {
+    if let Err(why) = unsafe { next_page(r, dir, None, false) } {
         log(r, &why);
         return Status::NGX_ERROR.into();
     }
@@ -803,5 +907,137 @@ unsafe fn pool_str(pool: *mut ngx::ffi::ngx_pool_t, parts: &[&[u8]]) -> Option<n
             at = at.add(p.len());
         }
         Some(ngx_str_t { len, data })
+    }
+}
+
+/// The probe's answer: anything under the prefix makes the client's
+/// request a 301 to the URI with a slash; at its end, the held response
+/// goes out.
+///
+/// # Safety
+/// `r` live (the probe subrequest), in its body filter; `l` its state.
+unsafe fn probe(r: *mut ngx_http_request_t, l: &mut Listing, input: *mut ngx_chain_t) -> ngx_int_t {
+    let mut end = false;
+    let mut broken = false;
+    let mut cl = input;
+    // SAFETY: the chain nginx passed; its buffers are read then consumed.
+    unsafe {
+        while !cl.is_null() {
+            let b = (*cl).buf;
+            cl = (*cl).next;
+            if b.is_null() {
+                continue;
+            }
+            end |= (*b).last_buf() != 0 || (*b).last_in_chain() != 0;
+            let (reader, found, render) = (&mut l.reader, &mut l.found, l.render);
+            let read = read_buf(b, &mut |data: &[u8]| {
+                if !render {
+                    return Ok(());
+                }
+                let mut emit = |_: Entry<'_>| *found = true;
+                reader.feed(data, &mut emit).map_err(|e| e.to_string())
+            });
+            broken |= read.is_err();
+        }
+    }
+    if broken {
+        l.render = false;
+    }
+    if !end {
+        return Status::NGX_OK.into();
+    }
+    if l.render {
+        let found = &mut l.found;
+        let mut emit = |_: Entry<'_>| *found = true;
+        if l.reader.finish(&mut emit).is_err() {
+            l.found = false;
+        }
+    }
+    let found = l.render && l.found;
+    // SAFETY: r's main request is live; it holds the client's response.
+    unsafe { release_held((*r).main, found) }
+}
+
+/// Sends the client's held response: a 301 to the URI with a slash when
+/// `directory`, else S3's 404 as it came.
+///
+/// # Safety
+/// `main` must be the live main request, whose header is held.
+unsafe fn release_held(main: *mut ngx_http_request_t, directory: bool) -> ngx_int_t {
+    // SAFETY: see the contract.
+    unsafe {
+        let Some(l) = existing_ctx(main).and_then(|c| page_of(c)) else {
+            return Status::NGX_ERROR.into();
+        };
+        let Slash::Held { body } = std::mem::replace(&mut l.slash, Slash::Done) else {
+            return Status::NGX_ERROR.into();
+        };
+        hold_main(main, false);
+        let h = &mut (*main).headers_out;
+        let mut body = body;
+        if directory {
+            let args = (*main).args.as_bytes();
+            let sep: &[u8] = if args.is_empty() { b"" } else { b"?" };
+            let Some(location) = pool_str((*main).pool, &[(*main).uri.as_bytes(), b"/", sep, args])
+            else {
+                return Status::NGX_ERROR.into();
+            };
+            let loc = ngx::ffi::ngx_list_push(&mut h.headers) as *mut ngx::ffi::ngx_table_elt_t;
+            if loc.is_null() {
+                return Status::NGX_ERROR.into();
+            }
+            (*loc).hash = 1;
+            (*loc).next = ptr::null_mut();
+            (*loc).key = ngx_str_t {
+                len: 8,
+                data: b"Location".as_ptr() as *mut u8,
+            };
+            (*loc).lowcase_key = b"location".as_ptr() as *mut u8;
+            (*loc).value = location;
+            h.location = loc;
+            h.status = 301;
+            h.status_line = ngx_str_t {
+                len: 0,
+                data: ptr::null_mut(),
+            };
+            h.content_type = ngx_str_t {
+                len: 0,
+                data: ptr::null_mut(),
+            };
+            h.content_type_len = 0;
+            body.clear();
+        }
+        h.content_length_n = body.len() as i64;
+        if !h.content_length.is_null() {
+            (*h.content_length).hash = 0;
+            h.content_length = ptr::null_mut();
+        }
+        let rc = next_header(main);
+        if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || (*main).header_only() != 0 {
+            return rc;
+        }
+        // the body, then the end, from the main request (after the probe)
+        let Some(data) = pool_str((*main).pool, &[&body]) else {
+            return Status::NGX_ERROR.into();
+        };
+        let b =
+            ngx::ffi::ngx_pcalloc((*main).pool, std::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
+        if b.is_null() {
+            return Status::NGX_ERROR.into();
+        }
+        if !body.is_empty() {
+            (*b).start = data.data;
+            (*b).pos = data.data;
+            (*b).last = data.data.add(data.len);
+            (*b).end = (*b).last;
+            (*b).set_memory(1);
+        }
+        (*b).set_last_buf(1);
+        (*b).set_last_in_chain(1);
+        let mut out = ngx_chain_t {
+            buf: b,
+            next: ptr::null_mut(),
+        };
+        ngx::ffi::ngx_http_output_filter(main, &mut out)
     }
 }

@@ -233,6 +233,9 @@ BAD = [
     ("autoindex_max_huge", cfg(keys(), "aws_s3_autoindex_max_entries 1000001;\naws_sign;"),
      ["aws_s3_autoindex_max_entries"]),
     ("autoindex_max_word", cfg(keys(), "aws_s3_autoindex_max_entries many;\naws_sign;"), ["aws_s3_autoindex_max_entries"]),
+    ("append_slash_bad_value", cfg(keys(), "aws_s3_append_slash 1;\naws_sign;"), ["aws_s3_append_slash"]),
+    ("append_slash_not_s3", cfg(keys(scope="20150830/us-east-1/execute-api/aws4_request"),
+                                "aws_s3_append_slash on;\naws_sign;"), ["aws_s3_append_slash"]),
     ("autoindex_not_s3", cfg(keys(scope="20150830/us-east-1/execute-api/aws4_request"),
                              "aws_s3_autoindex on;\naws_sign;"), ["aws_s3_autoindex"]),
 ]

@@ -487,3 +487,128 @@ def test_memory_stays_bounded_for_100000_keys(nginx, signing):
         print(f"\nworker VmHWM before {before} KiB, after {after} KiB, growth {growth:.1f} MiB "
               f"for a listing of 100000 keys, {len(page)} bytes of HTML")
         assert growth < 8, growth
+
+
+class MiniS3(BaseHTTPRequestHandler):
+    """Path-style GET of objects and ListObjectsV2 over a few keys, as AWS
+    S3 answers them (a key that is only a prefix is a 404 NoSuchKey; s3s-fs,
+    whose keys are files, answers 500 for it)."""
+
+    protocol_version = "HTTP/1.1"
+    keys = {"small/one.txt": b"one\n", "small/deeper/three.txt": b"three\n"}
+
+    def do_GET(self):
+        self._answer(head=False)
+
+    def do_HEAD(self):
+        self._answer(head=True)
+
+    def _answer(self, head):
+        url = urllib.parse.urlsplit(self.path)
+        path = urllib.parse.unquote(url.path)
+        assert path.startswith(f"/{BUCKET}/") or path == f"/{BUCKET}"
+        key = path[len(BUCKET) + 2:]
+        q = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+        if not key and q.get("list-type") == ["2"]:
+            prefix = q["prefix"][0]
+            entries = []
+            for k in sorted(self.keys):
+                if k.startswith(prefix):
+                    rest = k[len(prefix):]
+                    entries.append(prefix + rest.split("/")[0] + "/" if "/" in rest else k)
+            entries = sorted(set(entries))[: int(q["max-keys"][0])]
+            xml = "".join(
+                f"<CommonPrefixes><Prefix>{e}</Prefix></CommonPrefixes>" if e.endswith("/")
+                else f"<Contents><Key>{e}</Key><Size>1</Size></Contents>" for e in entries)
+            body = (f"<ListBucketResult><Prefix>{prefix}</Prefix><KeyCount>{len(entries)}</KeyCount>"
+                    f"<IsTruncated>false</IsTruncated>{xml}</ListBucketResult>").encode()
+            status = 200
+        elif key in self.keys:
+            body, status = self.keys[key], 200
+        else:
+            body = b"<Error><Code>NoSuchKey</Code><Key>" + key.encode() + b"</Key></Error>"
+            status = 404
+        self.send_response(status)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_append_slash(nginx, signing, request):
+    with harness.serve_http(MiniS3) as srv:
+        recorder = harness.RecordingProxy(srv.server_address[1])
+        request.node.__dict__.setdefault("aws_recorders", []).append(recorder)
+        try:
+            append_slash(nginx, signing, recorder)
+        finally:
+            recorder.close()
+
+
+def append_slash(nginx, signing, recorder):
+    up = recorder.port
+    nginx.write_config(f"""
+    proxy_cache_path {nginx.prefix}/cache levels=1:2 keys_zone=slash:1m max_size=16m;
+    server {{
+        listen 127.0.0.1:{nginx.port};
+{signing.directives("        ")}
+        aws_s3_addressing path;
+        location /site/ {{
+            aws_s3_append_slash on;
+            aws_sign;
+            proxy_pass http://127.0.0.1:{up}/{BUCKET}/;
+        }}
+        location /cached/ {{
+            aws_s3_append_slash on;
+            aws_sign;
+            proxy_cache slash;
+            proxy_cache_valid 200 404 1h;
+            add_header X-Cache $upstream_cache_status always;
+            proxy_pass http://127.0.0.1:{up}/{BUCKET}/;
+        }}
+        location /plain/ {{
+            aws_sign;
+            proxy_pass http://127.0.0.1:{up}/{BUCKET}/;
+        }}
+    }}""")
+    nginx.start()
+    base = f"http://127.0.0.1:{nginx.port}"
+    # a "directory" without its slash: 301 to it, arguments kept
+    for method in ("GET", "HEAD"):
+        recorder.clear()
+        r = nginx.request(method, "/site/small")
+        assert r.status == 301 and r.header("Location") == base + "/site/small/", r
+        targets = [rec.target for rec in recorder.requests]
+        assert targets == [f"/{BUCKET}/small".encode(),
+                           f"/{BUCKET}/?delimiter=%2F&list-type=2&max-keys=1&prefix=small%2F".encode()], targets
+        check_signed(recorder)
+    r = nginx.request("GET", "/site/small?x=1&y=2")
+    assert r.status == 301 and r.header("Location") == base + "/site/small/?x=1&y=2", r
+    # a nested one
+    r = nginx.request("GET", "/site/small/deeper")
+    assert r.status == 301 and r.header("Location") == base + "/site/small/deeper/", r
+    # nothing there: S3's 404, whole
+    r = nginx.request("GET", "/site/small/nothing")
+    assert r.status == 404 and b"NoSuchKey" in r.body, r
+    assert int(r.header("Content-Length")) == len(r.body)
+    r = nginx.request("HEAD", "/site/small/nothing")
+    assert r.status == 404 and r.body == b"", r
+    # objects are objects
+    r = nginx.request("GET", "/site/small/one.txt")
+    assert r.status == 200 and r.body == b"one\n", r
+    # with a cache: the same answers, the second time from it
+    for attempt in ("MISS", "HIT"):
+        recorder.clear()
+        r = nginx.request("GET", "/cached/small")
+        assert r.status == 301 and r.header("Location") == base + "/cached/small/", r
+        r = nginx.request("GET", "/cached/small/nothing")
+        assert r.status == 404 and b"NoSuchKey" in r.body and r.header("X-Cache") == attempt, r
+        if attempt == "HIT":
+            assert recorder.requests == []
+    # off by default
+    r = nginx.request("GET", "/plain/small")
+    assert r.status == 404, r
