@@ -420,21 +420,13 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
         // nothing (a few hundred bytes; at most 64 KiB kept)
         // SAFETY: the chain nginx passed; its buffers are read then
         // marked as consumed.
-        let kept = unsafe {
-            let mut cl = input;
-            let mut ok = Ok(());
-            while !cl.is_null() && ok.is_ok() {
-                let b = (*cl).buf;
-                cl = (*cl).next;
-                if !b.is_null() {
-                    ok = read_buf(b, &mut |data: &[u8]| {
-                        let room = (64 * 1024usize).saturating_sub(body.len());
-                        body.extend_from_slice(&data[..data.len().min(room)]);
-                        Ok(())
-                    });
-                }
-            }
-            ok
+        // SAFETY: the chain nginx passed.
+        let (_, kept) = unsafe {
+            read_chain(input, &mut |data: &[u8]| {
+                let room = (64 * 1024usize).saturating_sub(body.len());
+                body.extend_from_slice(&data[..data.len().min(room)]);
+                Ok(())
+            })
         };
         return match kept {
             Ok(()) => Status::NGX_OK.into(),
@@ -576,29 +568,17 @@ unsafe fn render(
         listing::write_head(shared.format, uri, &mut out);
     }
     let mut error = None;
-    let mut end = false;
-    let mut flush = false;
-    let mut cl = input;
-    // SAFETY: the chain and its buffers are live; each buffer is read
-    // from memory or, when only in a file (a cached answer), from that
-    // file, then marked as consumed.
-    unsafe {
-        while !cl.is_null() {
-            let b = (*cl).buf;
-            cl = (*cl).next;
-            if b.is_null() {
-                continue;
-            }
-            read_buf(b, &mut |data: &[u8]| {
-                let mut emit = |e: Entry<'_>| {
-                    write_entry(shared, sent_prefix.as_deref(), &e, &mut out, &mut error);
-                };
-                reader.feed(data, &mut emit).map_err(|e| e.to_string())
-            })?;
-            end |= (*b).last_buf() != 0 || (*b).last_in_chain() != 0;
-            flush |= (*b).flush() != 0;
-        }
-    }
+    // SAFETY: the chain nginx passed.
+    let (marks, read) = unsafe {
+        read_chain(input, &mut |data: &[u8]| {
+            let mut emit = |e: Entry<'_>| {
+                write_entry(shared, sent_prefix.as_deref(), &e, &mut out, &mut error);
+            };
+            reader.feed(data, &mut emit).map_err(|e| e.to_string())
+        })
+    };
+    read?;
+    let Marks { end, flush } = marks;
     if let Some(e) = error.take() {
         return Err(e);
     }
@@ -693,8 +673,51 @@ unsafe fn drained(r: *mut ngx_http_request_t) -> bool {
     unsafe { (*(*r).connection).buffered() == 0 && (*(*r).main).out.is_null() }
 }
 
-/// Calls `f` with the bytes of buffer `b` (from memory, or read from its
-/// file), then marks them consumed.
+/// What a chain's buffers say besides their bytes.
+#[derive(Default)]
+struct Marks {
+    /// The end of the request's output.
+    end: bool,
+    /// A flush.
+    flush: bool,
+}
+
+/// Calls `f` with the bytes of every buffer of `input` (from memory, or
+/// read from its file), in order, and marks every buffer consumed, even
+/// after an error; `f` is not called after its first error, returned.
+///
+/// # Safety
+/// `input` must be NULL or a live chain.
+unsafe fn read_chain(
+    input: *mut ngx_chain_t,
+    f: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+) -> (Marks, Result<(), String>) {
+    let mut marks = Marks::default();
+    let mut result = Ok(());
+    let mut cl = input;
+    // SAFETY: see the contract; memory buffers hold pos..last, file
+    // buffers file_pos..file_last of their open file.
+    unsafe {
+        while !cl.is_null() {
+            let b = (*cl).buf;
+            cl = (*cl).next;
+            if b.is_null() {
+                continue;
+            }
+            marks.end |= (*b).last_buf() != 0 || (*b).last_in_chain() != 0;
+            marks.flush |= (*b).flush() != 0;
+            if result.is_ok() {
+                result = read_buf(b, f);
+            }
+            (*b).pos = (*b).last;
+            (*b).file_pos = (*b).file_last;
+        }
+    }
+    (marks, result)
+}
+
+/// Calls `f` with the bytes of buffer `b`, from memory or read from its
+/// file.
 ///
 /// # Safety
 /// `b` must be a live buffer.
@@ -724,8 +747,6 @@ unsafe fn read_buf(
                 at += n as i64;
             }
         }
-        (*b).pos = (*b).last;
-        (*b).file_pos = (*b).file_last;
     }
     Ok(())
 }
@@ -859,19 +880,8 @@ unsafe fn swallow(
     l: &mut Listing,
     input: *mut ngx_chain_t,
 ) -> ngx_int_t {
-    let mut end = false;
-    let mut cl = input;
     // SAFETY: the chain nginx passed.
-    unsafe {
-        while !cl.is_null() {
-            let b = (*cl).buf;
-            if !b.is_null() {
-                end |= (*b).last_buf() != 0 || (*b).last_in_chain() != 0;
-            }
-            cl = (*cl).next;
-        }
-        consume(input);
-    }
+    let (Marks { end, .. }, _) = unsafe { read_chain(input, &mut |_| Ok(())) };
     if !end {
         return Status::NGX_OK.into();
     }
@@ -917,30 +927,19 @@ unsafe fn pool_str(pool: *mut ngx::ffi::ngx_pool_t, parts: &[&[u8]]) -> Option<n
 /// # Safety
 /// `r` live (the probe subrequest), in its body filter; `l` its state.
 unsafe fn probe(r: *mut ngx_http_request_t, l: &mut Listing, input: *mut ngx_chain_t) -> ngx_int_t {
-    let mut end = false;
-    let mut broken = false;
-    let mut cl = input;
-    // SAFETY: the chain nginx passed; its buffers are read then consumed.
-    unsafe {
-        while !cl.is_null() {
-            let b = (*cl).buf;
-            cl = (*cl).next;
-            if b.is_null() {
-                continue;
+    let (reader, found, render) = (&mut l.reader, &mut l.found, l.render);
+    // SAFETY: the chain nginx passed.
+    let (Marks { end, .. }, read) = unsafe {
+        read_chain(input, &mut |data: &[u8]| {
+            if !render {
+                return Ok(());
             }
-            end |= (*b).last_buf() != 0 || (*b).last_in_chain() != 0;
-            let (reader, found, render) = (&mut l.reader, &mut l.found, l.render);
-            let read = read_buf(b, &mut |data: &[u8]| {
-                if !render {
-                    return Ok(());
-                }
-                let mut emit = |_: Entry<'_>| *found = true;
-                reader.feed(data, &mut emit).map_err(|e| e.to_string())
-            });
-            broken |= read.is_err();
-        }
-    }
-    if broken {
+            let mut emit = |_: Entry<'_>| *found = true;
+            reader.feed(data, &mut emit).map_err(|e| e.to_string())
+        })
+    };
+    if read.is_err() {
+        // not a listing: nothing found
         l.render = false;
     }
     if !end {
