@@ -28,18 +28,18 @@ ensure_apt() {
 # start a server here: a policy-rc.d refuses service starts while it is
 # installed. Failure is not fatal: the test then says why it skips.
 ensure_system_nginx() {
-    if dpkg -s nginx nginx-dev >/dev/null 2>&1; then
+    if dpkg -s nginx nginx-dev lintian >/dev/null 2>&1; then
         return 0
     fi
-    log "installing Debian's nginx and nginx-dev (for the system-nginx build test)"
+    log "installing Debian's nginx, nginx-dev and lintian (for the system-nginx build and package tests)"
     local sudo="" policy=/usr/sbin/policy-rc.d added=0
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     if [ ! -e "$policy" ]; then
         printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod +x "$policy" && added=1
     fi
     $sudo apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx nginx-dev >/dev/null \
-        || log "could not install nginx nginx-dev: the system-nginx test will be skipped"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx nginx-dev lintian >/dev/null \
+        || log "could not install nginx nginx-dev lintian: the system-nginx tests will be skipped"
     [ "$added" = 0 ] || $sudo rm -f "$policy"
 }
 

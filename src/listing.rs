@@ -985,8 +985,9 @@ unsafe fn release_held(main: *mut ngx_http_request_t, directory: bool) -> ngx_in
             if loc.is_null() {
                 return Status::NGX_ERROR.into();
             }
+            // written whole (the fields differ between nginx versions)
+            loc.write(std::mem::zeroed());
             (*loc).hash = 1;
-            (*loc).next = ptr::null_mut();
             (*loc).key = ngx_str_t {
                 len: 8,
                 data: b"Location".as_ptr() as *mut u8,
