@@ -64,74 +64,9 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
     let Some(lc) = (unsafe { loc_conf(r) }) else {
         return declined;
     };
-    // SAFETY: r is live.
-    let (method, uri, main) = unsafe { ((*r).method, (*r).uri.as_bytes(), (*r).main) };
-    let get_or_head = method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t != 0;
-    // SAFETY: r is live.
-    let directory = get_or_head
-        && uri.ends_with(b"/")
-        && lc.credentials.is_some()
-        && !unsafe { crate::listing::is_page(r) };
-    let index = lc.index.as_deref().filter(|n| !n.is_empty());
-    let autoindex = (directory && r == main && lc.autoindex == Some(true)).then(|| {
-        (
-            lc.autoindex_format
-                .unwrap_or(aws_signer::listing::Format::Html),
-            lc.autoindex_max.unwrap_or(DEFAULT_AUTOINDEX_MAX),
-        )
-    });
-    if let Some(name) = index.filter(|_| directory) {
-        // SAFETY: r is live, in a phase handler.
-        return unsafe { redirect_to_index(r, name) };
-    }
-    // SAFETY: r is live.
-    let internal = unsafe { (*r).internal() } != 0;
-    let index_of = index.and_then(|name| uri.strip_suffix(name.as_bytes()));
-    if let Some(dir) = index_of.filter(|d| d.ends_with(b"/")) {
-        if internal
-            && r == main
-            && get_or_head
-            && lc.autoindex == Some(true)
-            && lc.credentials.is_some()
-            // SAFETY: r is live.
-            && !unsafe { crate::listing::is_page(r) }
-        {
-            // the index object of a directory, after the redirect: if S3
-            // has none, the directory is listed instead
-            let format = lc
-                .autoindex_format
-                .unwrap_or(aws_signer::listing::Format::Html);
-            let max = lc.autoindex_max.unwrap_or(DEFAULT_AUTOINDEX_MAX);
-            let dir = ngx_str_t {
-                len: dir.len(),
-                data: dir.as_ptr() as *mut u8,
-            };
-            // SAFETY: r is the live main request; dir is the start of its
-            // URI, in its pool.
-            if !unsafe { crate::listing::fallback(r, dir, format, max) } {
-                return server_error;
-            }
-        }
-    }
-    if let Some((format, max)) = autoindex {
-        // SAFETY: r is the live main request.
-        if !unsafe { crate::listing::start(r, format, max) } {
-            return server_error;
-        }
-    }
-    if r == main
-        && !internal
-        && get_or_head
-        && !uri.ends_with(b"/")
-        && lc.append_slash == Some(true)
-        && lc.credentials.is_some()
-        // SAFETY: r is live.
-        && !unsafe { crate::listing::is_page(r) }
-    {
-        // SAFETY: r is the live main request.
-        if !unsafe { crate::listing::arm_append_slash(r) } {
-            return server_error;
-        }
+    // SAFETY: r is live, in a phase handler.
+    if let Some(rc) = unsafe { directories(r, lc) } {
+        return rc;
     }
     if lc.credentials.is_none() || !(lc.sign_on() || lc.methods.is_some()) {
         return declined;
@@ -209,6 +144,70 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
     // filter.
     // SAFETY: r is the live main request, in a phase handler.
     unsafe { read_body_first(r) }
+}
+
+/// The client's GET or HEAD in a location with credentials, before it is
+/// signed: a "directory" (a URI ending in `/`) is redirected to its index
+/// object (`aws_s3_index`, the status returned) or becomes a listing
+/// (`aws_s3_autoindex`); the index object, after that redirect, falls back
+/// to the listing; another URI may get its 301 to the directory
+/// (`aws_s3_append_slash`). None: the request goes on.
+///
+/// # Safety
+/// `r` must be a live request, in a phase handler.
+unsafe fn directories(r: *mut ngx_http_request_t, lc: &LocConf) -> Option<ngx_int_t> {
+    // SAFETY: r is live; its URI lives as long as it.
+    let (method, uri, main, internal) = unsafe {
+        (
+            (*r).method,
+            (*r).uri.as_bytes(),
+            (*r).main,
+            (*r).internal() != 0,
+        )
+    };
+    let get_or_head = method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t != 0;
+    // SAFETY: r is live.
+    if !get_or_head || lc.credentials.is_none() || unsafe { crate::listing::is_page(r) } {
+        return None;
+    }
+    let directory = uri.ends_with(b"/");
+    let index = lc.index.as_deref().filter(|n| !n.is_empty());
+    if let Some(name) = index.filter(|_| directory) {
+        // SAFETY: r is live, in a phase handler.
+        return Some(unsafe { redirect_to_index(r, name) });
+    }
+    if r != main {
+        return None;
+    }
+    let list = (lc.autoindex == Some(true)).then(|| {
+        (
+            lc.autoindex_format
+                .unwrap_or(aws_signer::listing::Format::Html),
+            lc.autoindex_max.unwrap_or(DEFAULT_AUTOINDEX_MAX),
+        )
+    });
+    // the index object of a directory, after the redirect
+    let index_of = index
+        .and_then(|name| uri.strip_suffix(name.as_bytes()))
+        .filter(|d| d.ends_with(b"/") && internal);
+    // SAFETY: r is the live main request; a directory's URI is in its pool.
+    let attached = unsafe {
+        match (list, index_of) {
+            (Some((format, max)), _) if directory => crate::listing::start(r, format, max),
+            (Some((format, max)), Some(dir)) => {
+                let dir = ngx_str_t {
+                    len: dir.len(),
+                    data: dir.as_ptr() as *mut u8,
+                };
+                crate::listing::fallback(r, dir, format, max)
+            }
+            _ if !directory && !internal && lc.append_slash == Some(true) => {
+                crate::listing::arm_append_slash(r)
+            }
+            _ => true,
+        }
+    };
+    (!attached).then_some(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t)
 }
 
 /// `aws_s3_index`: a GET or HEAD of a "directory" (a URI ending in `/`)

@@ -171,7 +171,6 @@ pub unsafe fn start(r: *mut ngx_http_request_t, format: Format, max: usize) -> b
     // SAFETY: r is live; its args live as long as it.
     let token = unsafe { listing::query_value((*r).args.as_bytes(), b"continuation-token") };
     // SAFETY: r is live.
-    // SAFETY: r is live.
     unsafe { attach(r, Listing::new(token, Some(new_shared(format, max)))) }
 }
 

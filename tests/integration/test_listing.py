@@ -307,21 +307,29 @@ class FlakyS3(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_failed_later_page_ends_the_response_short(nginx, signing):
-    with harness.serve_http(FlakyS3) as srv:
-        port = srv.server_address[1]
-        nginx.write_config(f"""
+def start_listing(nginx, signing, port: int, locations: dict[str, str]) -> None:
+    """Starts nginx with a listing location for each of `locations` (with
+    its extra directives), each proxied to d/ of a stand-in S3 at `port`."""
+    blocks = "".join(f"""
+        location {loc} {{
+            aws_s3_autoindex on;
+            {extra}
+            aws_sign;
+            proxy_pass http://127.0.0.1:{port}/{BUCKET}/d/;
+        }}""" for loc, extra in locations.items())
+    nginx.write_config(f"""
     server {{
         listen 127.0.0.1:{nginx.port};
 {signing.directives("        ")}
-        aws_s3_addressing path;
-        location /d/ {{
-            aws_s3_autoindex on;
-            aws_sign;
-            proxy_pass http://127.0.0.1:{port}/{BUCKET}/d/;
-        }}
+        aws_s3_addressing path;{blocks}
     }}""")
-        nginx.start()
+    nginx.start()
+
+
+def test_a_failed_later_page_ends_the_response_short(nginx, signing):
+    with harness.serve_http(FlakyS3) as srv:
+        port = srv.server_address[1]
+        start_listing(nginx, signing, port, {"/d/": ""})
         FlakyS3.calls.clear()
         s = socket.create_connection(("127.0.0.1", nginx.port), timeout=10)
         s.sendall(f"GET /d/ HTTP/1.1\r\nHost: 127.0.0.1:{nginx.port}\r\n\r\n".encode())
@@ -441,25 +449,8 @@ def test_memory_stays_bounded_for_100000_keys(nginx, signing):
     the one before."""
     with harness.serve_http(ManyKeys) as srv:
         port = srv.server_address[1]
-        nginx.write_config(f"""
-    server {{
-        listen 127.0.0.1:{nginx.port};
-{signing.directives("        ")}
-        aws_s3_addressing path;
-        location /d/ {{
-            aws_s3_autoindex on;
-            aws_s3_autoindex_max_entries 1000000;
-            aws_sign;
-            proxy_pass http://127.0.0.1:{port}/{BUCKET}/d/;
-        }}
-        location /small/ {{
-            aws_s3_autoindex on;
-            aws_s3_autoindex_max_entries 1000;
-            aws_sign;
-            proxy_pass http://127.0.0.1:{port}/{BUCKET}/d/;
-        }}
-    }}""")
-        nginx.start()
+        start_listing(nginx, signing, port, {"/d/": "aws_s3_autoindex_max_entries 1000000;",
+                                             "/small/": "aws_s3_autoindex_max_entries 1000;"})
         assert nginx.request("GET", "/small/").status == 200  # warm the worker
         before = worker_hwm_kib(nginx)
         ManyKeys.pages = 0
