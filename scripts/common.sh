@@ -76,21 +76,20 @@ build_module() {
 }
 
 # The module with the cargo feature count-allocations (tests only), built
-# against the vendored nginx that build_module made, in its own target
-# directory: $NGX_COUNTING_MODULE.
+# in the main target directory, so that it shares every compiled crate
+# with the module (only the module's own crate compiles again), then copied
+# out to target/count-allocations: $NGX_COUNTING_MODULE. The module without
+# the feature is built again last, so target/release holds the real one.
 build_counting_module() {
     log "building the allocation-counting module for the tests (target/count-allocations)"
-    local version src
-    version=$(awk '/^name = "nginx-src"$/ {getline; gsub(/"/, "", $3); print $3}' Cargo.lock)
-    src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"nginx-src-$version"/nginx 2>/dev/null | head -n 1)
-    if [ -z "$src" ]; then
-        echo "the vendored nginx source (nginx-src $version) is not in the cargo registry" >&2
-        return 1
-    fi
-    NGINX_SOURCE_DIR="$src" NGINX_BUILD_DIR="$(dirname "$NGINX_BIN")" \
-        cargo build --release --quiet --lib --features count-allocations --target-dir target/count-allocations
-    NGX_COUNTING_MODULE="$PWD/target/count-allocations/release/libngx_http_aws_auth_module.so"
+    local dir=target/count-allocations/release
+    cargo build --release --quiet --lib --features count-allocations
+    mkdir -p "$dir"
+    cp target/release/libngx_http_aws_auth_module.so "$dir/libngx_http_aws_auth_module.so.new"
+    mv "$dir/libngx_http_aws_auth_module.so.new" "$dir/libngx_http_aws_auth_module.so"
+    NGX_COUNTING_MODULE="$PWD/$dir/libngx_http_aws_auth_module.so"
     export NGX_COUNTING_MODULE
+    build_module
 }
 
 free_port() {
