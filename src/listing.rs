@@ -84,6 +84,10 @@ struct Shared {
     max: usize,
     /// Entries written so far.
     written: usize,
+    /// Entries left out because `max` were written.
+    cut: bool,
+    /// Pages asked for after the first.
+    pages: usize,
     /// The start of the page is written.
     head_written: bool,
     /// The whole listing is written.
@@ -120,6 +124,8 @@ fn new_shared(format: Format, max: usize) -> Shared {
         format,
         max,
         written: 0,
+        cut: false,
+        pages: 0,
         head_written: false,
         finished: false,
         free: ptr::null_mut(),
@@ -526,11 +532,12 @@ fn write_entry(
             return;
         }
     }
-    if shared.written >= shared.max {
-        return;
-    }
     let prefix = sent.or(echo).unwrap_or(b"");
     if let Some(name) = listing::entry_name(prefix, e) {
+        if shared.written >= shared.max {
+            shared.cut = true;
+            return;
+        }
         listing::write_entry(shared.format, shared.written == 0, name, e, out);
         shared.written += 1;
     }
@@ -597,9 +604,17 @@ unsafe fn render(
                 );
             }
         }
-        let more = reader.truncated && reader.next_token.is_some();
-        if more && shared.written < shared.max {
-            let next = reader.next_token.clone().unwrap_or_default();
+        let next = reader.next_token.as_ref().filter(|t| !t.is_empty());
+        if next.is_some() && next == token.as_ref() {
+            return Err("the answer gives back the continuation token it was asked with".into());
+        }
+        // A full page holds PAGE_KEYS entries: an S3 that needs more pages
+        // than that makes does not get them (each page lives until the
+        // response ends).
+        let most_pages = shared.max.div_ceil(listing::PAGE_KEYS) + 1;
+        let follow = reader.truncated && shared.written < shared.max && shared.pages < most_pages;
+        if let Some(next) = next.filter(|_| follow).cloned() {
+            shared.pages += 1;
             // SAFETY: r is live, in its body filter.
             let rc = unsafe { send(r, shared, out, flush, false, !main_page) }?;
             if rc == Status::NGX_ERROR.0 {
@@ -619,6 +634,7 @@ unsafe fn render(
             }
             return Ok(rc);
         }
+        let more = reader.truncated || shared.cut;
         listing::write_tail(shared.format, more.then_some(shared.written), &mut out);
         shared.finished = true;
         last = true;
@@ -856,10 +872,25 @@ unsafe fn next_page(
         if rc != Status::NGX_OK.0 || sr.is_null() {
             return Err("cannot make the subrequest for the next page".into());
         }
-        // its own $request_uri, so that a cache keeps each page apart
-        let sep: &[u8] = if args.is_empty() { b"" } else { b"?" };
-        (*sr).unparsed_uri =
-            pool_str(pool, &[uri.as_bytes(), sep, &args]).ok_or("out of memory")?;
+        // Its own $request_uri, so that a cache keeps each page apart, and
+        // apart from the directory's index object (whose $request_uri is
+        // the directory's, after the redirect) and from the probe (one
+        // entry): the URI encoded, with what the page asks for.
+        let mut target = Vec::with_capacity(uri.len * 3 + args.len() + 32);
+        aws_signer::encode_into(uri.as_bytes(), true, &mut target);
+        target.extend_from_slice(b"?list-type=2");
+        if probe {
+            target.extend_from_slice(b"&max-keys=1");
+        }
+        if !args.is_empty() {
+            target.push(b'&');
+            target.extend_from_slice(&args);
+        }
+        (*sr).unparsed_uri = pool_str(pool, &[&target]).ok_or("out of memory")?;
+        // An error of the page is the listing's to report: error_page
+        // would redirect it internally, and with its context gone, its
+        // page would go out as part of the listing.
+        (*sr).set_error_page(1);
         let mut page = Listing::new(token, None);
         page.probe = probe;
         if !attach(sr, page) {
@@ -976,8 +1007,11 @@ unsafe fn release_held(main: *mut ngx_http_request_t, directory: bool) -> ngx_in
         if directory {
             let args = (*main).args.as_bytes();
             let sep: &[u8] = if args.is_empty() { b"" } else { b"?" };
-            let Some(location) = pool_str((*main).pool, &[(*main).uri.as_bytes(), b"/", sep, args])
-            else {
+            // the decoded URI encoded again: nothing in a key (`?`, `%`, a
+            // line break) is read as anything but itself
+            let mut path = Vec::with_capacity((*main).uri.len * 3 + 1);
+            aws_signer::encode_into((*main).uri.as_bytes(), true, &mut path);
+            let Some(location) = pool_str((*main).pool, &[&path, b"/", sep, args]) else {
                 return Status::NGX_ERROR.into();
             };
             let loc = ngx::ffi::ngx_list_push(&mut h.headers) as *mut ngx::ffi::ngx_table_elt_t;

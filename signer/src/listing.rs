@@ -486,7 +486,10 @@ pub fn escape_html(text: &[u8], out: &mut Vec<u8>) {
 
 /// Text for a JSON string.
 pub fn escape_json(text: &[u8], out: &mut Vec<u8>) {
-    for &b in text {
+    // a name that is not UTF-8 (S3 keys are; a server's answer may not be)
+    // keeps the JSON valid, with U+FFFD for what is not
+    let text = String::from_utf8_lossy(text);
+    for &b in text.as_bytes() {
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -578,6 +581,19 @@ mod tests {
     use crate::policy::{self, Addressing, Client, Policy, QueryPolicy, S3Policy};
     use crate::wire::Workspace;
     use crate::PathRules;
+
+    #[test]
+    fn json_names_stay_json() {
+        let mut out = Vec::new();
+        escape_json(b"a\"b\\c</script>\x01\xff\xfe\xc3\xa9", &mut out);
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert_eq!(
+            text,
+            "a\\\"b\\\\c\\u003c/script>\\u0001\u{fffd}\u{fffd}\u{e9}"
+        );
+        let parsed: String = serde_json::from_str(&format!("\"{text}\"")).expect("JSON");
+        assert_eq!(parsed, "a\"b\\c</script>\u{1}\u{fffd}\u{fffd}\u{e9}");
+    }
 
     fn policy(buckets: &[String], addressing: Addressing) -> Policy<'_> {
         Policy {

@@ -326,23 +326,125 @@ def start_listing(nginx, signing, port: int, locations: dict[str, str]) -> None:
     nginx.start()
 
 
-def test_a_failed_later_page_ends_the_response_short(nginx, signing):
+@pytest.mark.parametrize("error_page", [False, True], ids=["plain", "error_page"])
+def test_a_failed_later_page_ends_the_response_short(nginx, signing, error_page):
+    """With error_page for 5xx too (as nginx's stock configuration has it):
+    the error page of a later page is not spliced into the listing."""
+    extra = ('error_page 500 502 503 504 /50x.html;\n'
+             '            proxy_intercept_errors on;') if error_page else ""
     with harness.serve_http(FlakyS3) as srv:
         port = srv.server_address[1]
-        start_listing(nginx, signing, port, {"/d/": ""})
+        start_listing(nginx, signing, port, {"/d/": extra, "= /50x.html": "return 200 SPLICED;"})
         FlakyS3.calls.clear()
-        s = socket.create_connection(("127.0.0.1", nginx.port), timeout=10)
-        s.sendall(f"GET /d/ HTTP/1.1\r\nHost: 127.0.0.1:{nginx.port}\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-        s.close()
-        head, _, body = data.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200"), data
-        assert b"first.txt" in body
+        head, body = fetch_raw(nginx.port, "/d/")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"first.txt" in body and b"SPLICED" not in body, body
         assert not body.endswith(b"0\r\n\r\n"), body  # no last chunk: cut short
         assert len(FlakyS3.calls) == 2
         assert "continuation-token=next%2Bpage%2F%3D" in FlakyS3.calls[1], FlakyS3.calls
+
+
+def send_listing(handler: BaseHTTPRequestHandler, parts: list[str]) -> None:
+    """Answers 200 with a ListBucketResult made of `parts` (its opening
+    tag included) and its closing tag."""
+    body = ("".join(parts) + "</ListBucketResult>").encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/xml")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+class Paged(BaseHTTPRequestHandler):
+    """A stand-in S3 listing `total` keys under the prefix asked for,
+    `per_page` a page (the continuation token is the index of the next
+    key), or, with `same_token`, the same token on every page."""
+
+    protocol_version = "HTTP/1.1"
+    total = 5
+    per_page = 2
+    same_token = False
+    calls: list[str] = []
+
+    def do_GET(self):
+        Paged.calls.append(self.path)
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        prefix = q["prefix"][0]
+        token = q.get("continuation-token", [None])[0]
+        start = int(token) if token and not self.same_token else 0
+        n = min(self.per_page, self.total - start)
+        more = start + n < self.total
+        esc = prefix.replace("&", "&amp;").replace("<", "&lt;")
+        parts = [f"<ListBucketResult><Prefix>{esc}</Prefix><KeyCount>{n}</KeyCount>"]
+        if token:
+            parts.append(f"<ContinuationToken>{token}</ContinuationToken>")
+        parts.append(f"<IsTruncated>{'true' if more else 'false'}</IsTruncated>")
+        for i in range(start, start + n):
+            parts.append(f"<Contents><Key>{esc}k{i:07d}</Key><Size>1</Size></Contents>")
+        if more:
+            nxt = "same" if self.same_token else str(start + n)
+            parts.append(f"<NextContinuationToken>{nxt}</NextContinuationToken>")
+        send_listing(self, parts)
+
+    def log_message(self, *a):
+        pass
+
+
+def fetch_raw(port: int, target: str) -> tuple[bytes, bytes]:
+    """The head and body of a GET, read until nginx closes or ends it."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_a_server_that_pages_forever_is_not_followed_forever(nginx, signing, monkeypatch):
+    monkeypatch.setattr(Paged, "total", 10**9)
+    monkeypatch.setattr(Paged, "per_page", 1)
+    with harness.serve_http(Paged) as srv:
+        start_listing(nginx, signing, srv.server_address[1], {
+            "/d/": "aws_s3_autoindex_max_entries 2500;",
+        })
+        # the same token back: the listing ends short at the second page
+        monkeypatch.setattr(Paged, "same_token", True)
+        Paged.calls.clear()
+        head, body = fetch_raw(nginx.port, "/d/")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"k0000000" in body and not body.endswith(b"0\r\n\r\n"), body
+        assert len(Paged.calls) == 2, Paged.calls
+        # a new token each time, one key a page: no more pages than 2,500
+        # entries take at 1,000 a page, and one more; the page says it is cut
+        monkeypatch.setattr(Paged, "same_token", False)
+        Paged.calls.clear()
+        r = nginx.request("GET", "/d/")
+        assert r.status == 200, r
+        assert len(Paged.calls) == 1 + 4, Paged.calls
+        names = [t for _, t in parse(r.body).links]
+        assert names == ["../"] + [f"k{i:07d}" for i in range(5)], names
+        assert b"Only the first 5 entries are listed." in r.body
+
+
+def test_every_page_of_a_directory_with_odd_characters(nginx, signing, monkeypatch):
+    """Later pages of a directory whose name holds `#`, `?`, `%`, `+` and a
+    space are signed and listed like the first."""
+    monkeypatch.setattr(Paged, "total", 5)
+    monkeypatch.setattr(Paged, "per_page", 2)
+    with harness.serve_http(Paged) as srv:
+        start_listing(nginx, signing, srv.server_address[1], {"/d/": ""})
+        Paged.calls.clear()
+        r = nginx.request("GET", "/d/a%23b%3Fc%25d%2Be%20f/")
+        assert r.status == 200, r
+        names = [t for _, t in parse(r.body).links]
+        assert names == ["../"] + [f"k{i:07d}" for i in range(5)], (names, Paged.calls)
+        assert b"Only the first" not in r.body
+        assert len(Paged.calls) == 3, Paged.calls
+        for c in Paged.calls:
+            q = urllib.parse.parse_qs(urllib.parse.urlsplit(c).query)
+            assert q["prefix"] == ["d/a#b?c%d+e f/"], c
 
 
 def test_index_object_else_the_listing(nginx, s3, signing, recorder, listed):
@@ -421,13 +523,7 @@ class ManyKeys(BaseHTTPRequestHandler):
                          f"<Size>{i}</Size><StorageClass>STANDARD</StorageClass></Contents>")
         if more:
             parts.append(f"<NextContinuationToken>{start + n}</NextContinuationToken>")
-        parts.append("</ListBucketResult>")
-        body = "".join(parts).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/xml")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_listing(self, parts)
 
     def log_message(self, *a):
         pass
@@ -486,7 +582,8 @@ class MiniS3(BaseHTTPRequestHandler):
     whose keys are files, answers 500 for it)."""
 
     protocol_version = "HTTP/1.1"
-    keys = {"small/one.txt": b"one\n", "small/deeper/three.txt": b"three\n"}
+    keys = {"small/one.txt": b"one\n", "small/deeper/three.txt": b"three\n",
+            "odd/a?b%c #d/x.txt": b"x\n"}
 
     def do_GET(self):
         self._answer(head=False)
@@ -579,6 +676,9 @@ def append_slash(nginx, signing, recorder):
         check_signed(recorder)
     r = nginx.request("GET", "/site/small?x=1&y=2")
     assert r.status == 301 and r.header("Location") == base + "/site/small/?x=1&y=2", r
+    # a name with `?`, `%`, a space and `#`: the Location names that directory
+    r = nginx.request("GET", "/site/odd/a%3Fb%25c%20%23d")
+    assert r.status == 301 and r.header("Location") == base + "/site/odd/a%3Fb%25c%20%23d/", r
     # a nested one
     r = nginx.request("GET", "/site/small/deeper")
     assert r.status == 301 and r.header("Location") == base + "/site/small/deeper/", r
