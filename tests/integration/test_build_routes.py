@@ -134,6 +134,12 @@ def test_configure_add_dynamic_module(nginx_bin, release, tmp_path):
     args = [a for a in configure_args(nginx_bin) if not a.startswith("--builddir")]
     assert "--with-compat" in args
     configure = "./configure" if (work / "configure").exists() else "auto/configure"
+    # linked into the binary, the module's response filters would be
+    # dropped: refused, with the reason
+    p = subprocess.run([configure, *args, f"--add-module={tree}"], cwd=work, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0, p.stdout[-3000:]
+    assert "builds with --add-dynamic-module only" in p.stderr, p.stderr[-3000:]
     p = subprocess.run([configure, *args, f"--add-dynamic-module={tree}"], cwd=work, env=env,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
