@@ -216,7 +216,7 @@ fn page_of(ctx: &RequestCtx) -> Option<&'static mut Listing> {
 /// What the signing filter needs to turn a directory head into a listing
 /// request: the continuation token and how many keys to ask for. `None`
 /// when the request is not a listing page still to send.
-pub fn request_of(ctx: &RequestCtx) -> Option<(Option<&[u8]>, usize)> {
+pub fn request_of(ctx: &RequestCtx) -> Option<(Option<&[u8]>, usize, bool)> {
     let l = page_of(ctx)?;
     if l.declined || l.fallback.is_some() || !matches!(l.slash, Slash::Off) {
         return None;
@@ -224,6 +224,7 @@ pub fn request_of(ctx: &RequestCtx) -> Option<(Option<&[u8]>, usize)> {
     Some((
         l.token.as_deref(),
         if l.probe { 1 } else { listing::PAGE_KEYS },
+        l.probe,
     ))
 }
 

@@ -498,6 +498,37 @@ def test_index_object_else_the_listing(nginx, s3, signing, recorder, listed):
     assert r.status == 404, r
 
 
+def test_a_listing_subrequest_lists_only_where_its_location_says(nginx, signing, recorder, listed):
+    """The listing after a missing index object is a subrequest for the
+    directory: it lists only if the location it lands in has
+    aws_s3_autoindex on, whatever the index object's location says."""
+    up = recorder.port
+    nginx.write_config(f"""
+    server {{
+        listen 127.0.0.1:{nginx.port};
+{signing.directives("        ")}
+        aws_s3_addressing path;
+        location / {{
+            aws_s3_index index.html;
+            aws_sign;
+            proxy_pass http://127.0.0.1:{up}/{BUCKET}/;
+        }}
+        location ~ \\.html$ {{
+            aws_s3_index index.html;
+            aws_s3_autoindex on;
+            aws_sign;
+            proxy_pass http://127.0.0.1:{up}/{BUCKET}$uri;
+        }}
+    }}""")
+    nginx.start()
+    recorder.clear()
+    # refused when signed: no listing goes out (nginx closes the connection)
+    head, body = fetch_raw(nginx.port, "/small/")
+    assert b"one.txt" not in body and b"Index of" not in body, (head, body)
+    assert list_requests(recorder) == [], [rec.target for rec in recorder.requests]
+    assert "a listing in a location without aws_s3_autoindex on" in nginx.error_log()
+
+
 class ManyKeys(BaseHTTPRequestHandler):
     """A stand-in S3 with 100,000 keys under d/, listed 1000 at a time (the
     continuation token is the index of the next key)."""
