@@ -35,9 +35,8 @@ ngx_http_aws_auth_module_cargo:
 
 END
 
-if [ "$aws_auth_link" = DYNAMIC ]; then
-    cat << END                                               >> $NGX_MAKEFILE
+# (config accepts only --add-dynamic-module)
+cat << END                                                   >> $NGX_MAKEFILE
 $NGX_OBJS${ngx_dirsep}ngx_http_aws_auth_module$ngx_modext: $aws_auth_lib
 
 END
-fi
