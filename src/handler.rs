@@ -810,27 +810,19 @@ fn sign_wire_head<'p>(
             })?;
             let rules = rules_of(set.scope);
             let mut policy = lc.policy(rules);
-            let list = crate::listing::request_of(state).filter(|_| policy.s3.is_some());
-            if let Some((_, _, probe)) = list {
-                // A later page, the listing after a missing index object
-                // and the probe are subrequests: each lists only where the
-                // location it landed in says so.
-                let on = if probe { lc.append_slash } else { lc.autoindex };
-                if on != Some(true) {
-                    let what = if probe {
-                        "aws_s3_append_slash"
-                    } else {
-                        "aws_s3_autoindex"
-                    };
+            let list = match crate::listing::request_of(state, lc).filter(|_| policy.s3.is_some()) {
+                None => None,
+                Some(Ok(list)) => Some(list),
+                Some(Err(off)) => {
                     return Err(Refused {
                         status: ngx::ffi::NGX_HTTP_FORBIDDEN as ngx_int_t,
                         reason: LogReason::Listing,
                         text: format!(
-                            "refused: a listing in a location without {what} on (answering 403)"
+                            "refused: a listing in a location without {off} on (answering 403)"
                         ),
-                    });
+                    })
                 }
-            }
+            };
             if let (Some(s3), Some(_)) = (policy.s3.as_mut(), list) {
                 // a listing page lists, whatever aws_s3_listing says
                 s3.listing = true;
@@ -846,7 +838,7 @@ fn sign_wire_head<'p>(
             };
             let mut listing_head = Vec::new();
             let mut checked = policy::check_in(bytes, &policy, client, &mut ws).map_err(refused)?;
-            if let Some((token, keys, _)) = list {
+            if let Some((token, keys)) = list {
                 let prefix =
                     aws_signer::listing::list_head(&checked, token, keys, &mut listing_head);
                 if prefix.is_some() {

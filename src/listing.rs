@@ -27,6 +27,7 @@ use ngx::ffi::{
 };
 use ngx::ngx_log_error;
 
+use crate::conf::LocConf;
 use crate::{existing_ctx, request_ctx, RequestCtx};
 
 /// Bytes per output buffer.
@@ -213,19 +214,33 @@ fn page_of(ctx: &RequestCtx) -> Option<&'static mut Listing> {
     unsafe { ctx.listing.as_mut() }
 }
 
+/// A listing request to sign: its continuation token and how many keys it
+/// asks for.
+pub type PageRequest<'c> = (Option<&'c [u8]>, usize);
+
 /// What the signing filter needs to turn a directory head into a listing
 /// request: the continuation token and how many keys to ask for. `None`
-/// when the request is not a listing page still to send.
-pub fn request_of(ctx: &RequestCtx) -> Option<(Option<&[u8]>, usize, bool)> {
+/// when the request is not a listing page still to send. A page is a
+/// subrequest (but the first page of a listing): it lists only where the
+/// location `lc` it landed in says so, else `Err` names the directive that
+/// is off there.
+pub fn request_of<'c>(
+    ctx: &'c RequestCtx,
+    lc: &LocConf,
+) -> Option<Result<PageRequest<'c>, &'static str>> {
     let l = page_of(ctx)?;
     if l.declined || l.fallback.is_some() || !matches!(l.slash, Slash::Off) {
         return None;
     }
-    Some((
-        l.token.as_deref(),
-        if l.probe { 1 } else { listing::PAGE_KEYS },
-        l.probe,
-    ))
+    let (on, directive, keys) = if l.probe {
+        (lc.append_slash, "aws_s3_append_slash", 1)
+    } else {
+        (lc.autoindex, "aws_s3_autoindex", listing::PAGE_KEYS)
+    };
+    if on != Some(true) {
+        return Some(Err(directive));
+    }
+    Some(Ok((l.token.as_deref(), keys)))
 }
 
 /// The signing filter sent the listing request for `prefix`, or (None)
