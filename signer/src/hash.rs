@@ -122,6 +122,59 @@ impl HmacKey {
     }
 }
 
+/// An HMAC key with the inner hash carried on over one whole block of
+/// message: for the strings to sign of one second, whose first block
+/// (algorithm, time and the start of the scope) is the same for every
+/// request. The carried state is as secret as the key: wiped when dropped.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct HmacPrefix {
+    block: [u8; 64],
+    inner: [u32; 8],
+}
+
+impl std::fmt::Debug for HmacPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacPrefix(..)")
+    }
+}
+
+impl HmacPrefix {
+    /// Whether this is the state after `block`.
+    pub fn is_for(&self, block: &[u8; 64]) -> bool {
+        self.block == *block
+    }
+}
+
+impl HmacKey {
+    /// The inner state after `block`, the first block of messages to come.
+    pub fn prefix(&self, block: &[u8; 64]) -> HmacPrefix {
+        let mut inner = self.inner;
+        compress(&mut inner, block);
+        HmacPrefix {
+            block: *block,
+            inner,
+        }
+    }
+
+    /// [`HmacKey::mac`] of `msg`, going on from `prefix` (made by this key)
+    /// when `msg` starts with its block.
+    pub fn mac_with(&self, prefix: &HmacPrefix, msg: &[u8]) -> [u8; 32] {
+        match msg.first_chunk::<64>() {
+            Some(first) if prefix.is_for(first) => self.mac_after(prefix, &msg[64..]),
+            _ => self.mac(msg),
+        }
+    }
+
+    /// [`HmacKey::mac`] of `prefix`'s block followed by `rest`; `prefix`
+    /// must have been made by this key.
+    pub fn mac_after(&self, prefix: &HmacPrefix, rest: &[u8]) -> [u8; 32] {
+        let mut inner = hash_from(&prefix.inner, 128, rest, false);
+        let out = hash_from(&self.outer, 64, &inner, false);
+        inner.zeroize();
+        out
+    }
+}
+
 /// HMAC-SHA256 of `msg` under `key`, for one-off use (key derivation).
 pub fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
     HmacKey::new(key).mac(msg)
@@ -142,6 +195,27 @@ mod tests {
                 <[u8; 32]>::from(Sha256::digest(&data[..n])),
                 "{n}"
             );
+        }
+    }
+
+    #[test]
+    fn a_carried_prefix_gives_the_same_mac() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 11 + 5) as u8).collect();
+        let key = HmacKey::new(b"a key of some length");
+        let block: [u8; 64] = data[..64].try_into().unwrap();
+        let prefix = key.prefix(&block);
+        for n in [0, 1, 63, 64, 65, 119, 120, 127, 128, 129, 200, 299] {
+            assert_eq!(
+                key.mac_with(&prefix, &data[..n]),
+                key.mac(&data[..n]),
+                "{n}"
+            );
+            // a message with another first block is not taken for it
+            let mut other = data[..n].to_vec();
+            if let Some(b) = other.get_mut(n.min(64).saturating_sub(1)) {
+                *b ^= 1;
+            }
+            assert_eq!(key.mac_with(&prefix, &other), key.mac(&other), "{n}");
         }
     }
 

@@ -288,21 +288,43 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// HMAC-SHA256 with a signing key, reusing the keyed state (the inner and
 /// outer pads already hashed) of the last signing key used on this thread:
-/// a signing key serves a whole day of requests. The cached state is wiped
-/// when another key replaces it.
+/// a signing key serves a whole day of requests. The inner state after the
+/// first block of the last message is kept too: a string to sign begins
+/// with the algorithm, the time to the second and the scope, so every
+/// request of one second shares that block. The cached states are wiped
+/// when another key replaces them.
 fn hmac_with_signing_key(key: &SigningKey, data: &[u8]) -> [u8; 32] {
     use std::cell::RefCell;
+    struct Last {
+        key: SigningKey,
+        mac: HmacKey,
+        prefix: Option<hash::HmacPrefix>,
+    }
     thread_local! {
-        static LAST: RefCell<Option<(SigningKey, HmacKey)>> = const { RefCell::new(None) };
+        static LAST: RefCell<Option<Last>> = const { RefCell::new(None) };
     }
     LAST.with(|cell| {
         let mut last = cell.borrow_mut();
-        match last.as_ref() {
-            Some((k, mac)) if k == key => mac.mac(data),
+        if last.as_ref().is_none_or(|l| l.key != *key) {
+            *last = Some(Last {
+                key: key.clone(),
+                mac: HmacKey::new(key.as_bytes()),
+                prefix: None,
+            });
+        }
+        let Some(l) = last.as_mut() else {
+            return HmacKey::new(key.as_bytes()).mac(data);
+        };
+        let Some(first) = data.first_chunk::<64>() else {
+            return l.mac.mac(data);
+        };
+        let rest = &data[64..];
+        match &l.prefix {
+            Some(p) if p.is_for(first) => l.mac.mac_after(p, rest),
             _ => {
-                let mac = HmacKey::new(key.as_bytes());
-                let out = mac.mac(data);
-                *last = Some((key.clone(), mac));
+                let p = l.mac.prefix(first);
+                let out = l.mac.mac_after(&p, rest);
+                l.prefix = Some(p);
                 out
             }
         }
@@ -1451,6 +1473,18 @@ mod tests {
                 hash::hmac(key.as_bytes(), &data),
                 "{len}"
             );
+            // the same key again, with the same first block and another
+            let mut changed = data.clone();
+            if let Some(b) = changed.get_mut(len.min(64).saturating_sub(1)) {
+                *b ^= 0x20;
+            }
+            for d in [&data, &data, &changed, &changed, &data] {
+                assert_eq!(
+                    hmac_with_signing_key(&key, d),
+                    hash::hmac(key.as_bytes(), d),
+                    "{len}"
+                );
+            }
             // the cached pads of another key must not be reused
             let other = SigningKey::from_bytes([!(len as u8); 32]);
             assert_eq!(
