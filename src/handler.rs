@@ -729,7 +729,11 @@ unsafe fn sign_first_buffer(
             LogReason::Head,
             "the upstream request head is not in memory (answering 500)".into(),
         )),
-        Some(bytes) => sign_wire_head(lc, ctx, bytes, &client, &debug, &mut place),
+        Some(bytes) => {
+            // SAFETY: r is live, and so is its parent while it runs.
+            let page = unsafe { background_page(r) };
+            sign_wire_head(lc, ctx, page, bytes, &client, &debug, &mut place)
+        }
     };
     let (mem, auth, token) = match outcome {
         Ok(s) => s,
@@ -776,6 +780,28 @@ unsafe fn sign_first_buffer(
     Ok(())
 }
 
+/// For a cache refresh in the background (`proxy_cache_background_update`):
+/// the listing page it refreshes, which is its parent's. The refresh is a
+/// clone of the request that found the page stale, started at the content
+/// phase with none of its context, and must ask for the same listing page.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn background_page(r: *mut ngx_http_request_t) -> Option<&'static RequestCtx> {
+    // SAFETY: r is live; a subrequest's parent outlives it.
+    unsafe {
+        if (*r).background() == 0 || r == (*r).main || (*r).parent.is_null() {
+            return None;
+        }
+        if existing_ctx(r).is_some_and(|c| !c.listing.is_null()) {
+            return None;
+        }
+        existing_ctx((*r).parent)
+            .filter(|c| !c.listing.is_null())
+            .map(|c| &*c)
+    }
+}
+
 /// The decision and the signing, for the head at the start of `bytes`:
 /// the credentials for the request's UTC day, the location's policy for
 /// their service, the payload hash the body filter computed (when it is
@@ -785,9 +811,11 @@ unsafe fn sign_first_buffer(
 /// token to redact. Returns the memory, where the `Authorization` value
 /// is in it, and whether it carries a session token. Records the
 /// `x-amz-content-sha256` value sent in `ctx`.
+#[allow(clippy::too_many_arguments)]
 fn sign_wire_head<'p>(
     lc: &LocConf,
     ctx: &mut RequestCtx,
+    background: Option<&RequestCtx>,
     bytes: &[u8],
     client: &Client<'_>,
     debug: &dyn Fn(&HeadSignature, &Workspace, Option<&str>),
@@ -810,7 +838,8 @@ fn sign_wire_head<'p>(
             })?;
             let rules = rules_of(set.scope);
             let mut policy = lc.policy(rules);
-            let list = match crate::listing::request_of(state, lc).filter(|_| policy.s3.is_some()) {
+            let page = background.unwrap_or(state);
+            let list = match crate::listing::request_of(page, lc).filter(|_| policy.s3.is_some()) {
                 None => None,
                 Some(Ok(list)) => Some(list),
                 Some(Err(off)) => {
@@ -847,8 +876,20 @@ fn sign_wire_head<'p>(
                     policy.query = policy::QueryPolicy::All;
                     checked = policy::check_in(&listing_head, &policy, client, &mut ws)
                         .map_err(refused)?;
+                } else if background.is_some() {
+                    // never an object's answer stored under a listing's key
+                    ws.recycle(checked);
+                    return Err(Refused {
+                        status: ngx::ffi::NGX_HTTP_FORBIDDEN as ngx_int_t,
+                        reason: LogReason::Listing,
+                        text: "refused: a background refresh of a listing page names an object \
+                               (answering 403)"
+                            .into(),
+                    });
                 }
-                crate::listing::sent(state, prefix);
+                if background.is_none() {
+                    crate::listing::sent(state, prefix);
+                }
             }
             let outcome = sign_checked(
                 lc, state, amz_date, &set, rules, &checked, &mut ws, debug, place,

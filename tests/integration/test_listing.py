@@ -255,6 +255,53 @@ def test_cached_listing_is_the_same(nginx, s3, signing, recorder, listed):
     assert again.body == first.body
 
 
+def test_a_background_cache_update_of_a_listing_lists(nginx, s3, signing, recorder, listed):
+    # proxy_cache_background_update refreshes a stale page in a subrequest
+    # that starts at the content phase: it must fetch the listing again,
+    # not the object named like the directory (whose 404 would then be
+    # cached under the listing's key)
+    up = recorder.port
+    nginx.write_config(f"""
+    proxy_cache_path {nginx.prefix}/cache-bg levels=1:2 keys_zone=bg:1m max_size=16m;
+    server {{
+        listen 127.0.0.1:{nginx.port};
+{signing.directives("        ")}
+        aws_s3_addressing path;
+        location /bg/ {{
+            aws_s3_autoindex on;
+            proxy_cache bg;
+            proxy_cache_valid 200 404 1s;
+            proxy_cache_use_stale updating;
+            proxy_cache_background_update on;
+            add_header X-Cache $upstream_cache_status;
+            aws_sign;
+            proxy_pass http://127.0.0.1:{up}/{BUCKET}/;
+        }}
+    }}""")
+    nginx.start()
+    first = nginx.request("GET", "/bg/small/")
+    assert first.status == 200 and first.header("X-Cache") == "MISS", first
+    want = sorted(href for href, _ in parse(first.body).links)
+    assert "one.txt" in want and "deeper/" in want, want
+    time.sleep(3)
+    recorder.clear()
+    stale = nginx.request("GET", "/bg/small/")
+    assert stale.status == 200 and stale.header("X-Cache") == "STALE", (stale.status, stale.headers)
+    assert sorted(href for href, _ in parse(stale.body).links) == want
+    deadline = time.time() + 5
+    while time.time() < deadline and not recorder.requests:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    # the refresh asked for the listing, signed
+    assert [r.target for r in recorder.requests] and all(
+        b"list-type=2" in r.target for r in recorder.requests
+    ), [r.target for r in recorder.requests]
+    check_signed(recorder)
+    fresh = nginx.request("GET", "/bg/small/")
+    assert fresh.status == 200 and fresh.header("X-Cache") == "HIT", fresh
+    assert sorted(href for href, _ in parse(fresh.body).links) == want
+
+
 def test_errors_pass_through_and_listing_stays_off_elsewhere(nginx, s3, signing, recorder, listed):
     nginx.write_config(config(nginx, signing, recorder))
     nginx.start()
