@@ -21,7 +21,10 @@ use std::ptr;
 
 use aws_signer::metrics::Counter;
 use aws_signer::policy::{self, Client, Refusal};
-use aws_signer::wire::{sign_head_in, signed_headers, Body, HeadSignature, HeadSigning, Workspace};
+use aws_signer::wire::{
+    sign_head_in, signed_headers, Body, HeadSignature, HeadSigning, Streaming, Workspace,
+    STREAMING_UNSIGNED_TRAILER,
+};
 use aws_signer::{Credentials, PathRules, EMPTY_PAYLOAD_SHA256, UNSIGNED_PAYLOAD};
 
 use crate::credentials::Unavailable;
@@ -30,7 +33,7 @@ use ngx::ffi::{
     ngx_chain_t, ngx_chain_writer, ngx_http_core_run_phases, ngx_http_finalize_request,
     ngx_http_read_client_request_body, ngx_http_request_body_filter_pt, ngx_http_request_t,
     ngx_http_top_request_body_filter, ngx_http_upstream_srv_conf_t, ngx_http_upstream_t, ngx_int_t,
-    ngx_list_push, ngx_log_t, ngx_pnalloc, ngx_str_t, ngx_table_elt_t,
+    ngx_list_push, ngx_log_t, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_HTTP_BAD_REQUEST,
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
     NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO,
 };
@@ -927,10 +930,37 @@ fn sign_checked<'p>(
     debug: &dyn Fn(&HeadSignature, &Workspace, Option<&str>),
     place: &mut dyn FnMut(usize) -> Option<&'p mut [u8]>,
 ) -> Result<SignedInto<'p>, Refused> {
-    let payload_hash: &str = match checked.head.body {
-        Body::None | Body::Length(0) => EMPTY_PAYLOAD_SHA256,
+    let streaming = match checked.head.body {
+        Body::None => Streaming::No,
+        _ => aws_signer::wire::streaming(&checked.head),
+    };
+    let payload_hash: &str = match (checked.head.body, streaming) {
+        (_, Streaming::UnsignedTrailer)
+            if rules == PathRules::S3
+                && lc.payload_for(rules) == Payload::Unsigned
+                && lc.content_sha256_header_for(rules) =>
+        {
+            STREAMING_UNSIGNED_TRAILER
+        }
+        (_, Streaming::UnsignedTrailer | Streaming::Other) => {
+            return Err(Refused {
+                status: NGX_HTTP_BAD_REQUEST as ngx_int_t,
+                reason: LogReason::Body,
+                text: format!(
+                    "refused: an aws-chunked upload {} (answering 400)",
+                    if streaming == Streaming::Other {
+                        "with chunk signatures, or without one x-amz-decoded-content-length, \
+                         cannot be signed again"
+                    } else {
+                        "goes on unsigned (STREAMING-UNSIGNED-PAYLOAD-TRAILER), which \
+                         aws_payload signed here does not allow"
+                    }
+                ),
+            });
+        }
+        (Body::None | Body::Length(0), _) => EMPTY_PAYLOAD_SHA256,
         _ if lc.payload_for(rules) == Payload::Unsigned => UNSIGNED_PAYLOAD,
-        body => signed_payload(lc, state, body)?,
+        (body, _) => signed_payload(lc, state, body)?,
     };
     let how = HeadSigning {
         creds: Credentials {
@@ -944,6 +974,7 @@ fn sign_checked<'p>(
         session_token: set.token,
         rules,
         forward: lc.forward(),
+        streaming: streaming == Streaming::UnsignedTrailer,
     };
     let mut sent = [0u8; 64];
     let n = payload_hash.len().min(sent.len());

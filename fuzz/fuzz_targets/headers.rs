@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
         session_token: Some("tok"),
         rules: PathRules::S3,
         forward: &forward,
+        streaming: true,
     };
     let buckets = ["b".to_owned()];
     let names = [QueryPolicy::strict_name(b"versionId")];

@@ -41,6 +41,70 @@ pub struct HeadSigning<'a> {
     /// Names the signer sets itself (`x-amz-date`, `x-amz-content-sha256`,
     /// `x-amz-security-token`) are always dropped.
     pub forward: &'a [String],
+    /// The body is an `aws-chunked` upload going on as it is (see
+    /// [`streaming`]): its `x-amz-decoded-content-length` and `x-amz-trailer`
+    /// are kept and signed too.
+    pub streaming: bool,
+}
+
+/// The `x-amz-content-sha256` of an `aws-chunked` upload whose chunks and
+/// trailer carry no signature of their own.
+pub const STREAMING_UNSIGNED_TRAILER: &str = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
+
+/// What a head says of S3's `aws-chunked` upload framing (the body in
+/// chunks with their own size lines and a trailer, as current AWS SDKs
+/// send uploads over HTTPS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Streaming {
+    /// No `aws-chunked` content coding: the body is the object's bytes.
+    No,
+    /// `aws-chunked` with unsigned chunks and trailer
+    /// ([`STREAMING_UNSIGNED_TRAILER`]), one decoded length and at most one
+    /// trailer name: the framing can go on as it is, signed as such.
+    UnsignedTrailer,
+    /// `aws-chunked` any other way: chunk signatures chained to the
+    /// client's own signature, or headers missing or repeated. It cannot be
+    /// signed again, and signed as a plain body it would be stored framing
+    /// and all.
+    Other,
+}
+
+/// Whether the head's body is an `aws-chunked` upload, and which kind.
+pub fn streaming(head: &Head<'_>) -> Streaming {
+    let chunked = head.headers().any(|(name, value, _)| {
+        name.eq_ignore_ascii_case(b"content-encoding")
+            && value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"aws-chunked"))
+    });
+    if !chunked {
+        return Streaming::No;
+    }
+    let values = |name: &[u8]| {
+        let mut v = head
+            .headers()
+            .filter(move |(n, _, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v, _)| v);
+        (v.next(), v.next().is_some())
+    };
+    let unsigned =
+        values(b"x-amz-content-sha256") == (Some(STREAMING_UNSIGNED_TRAILER.as_bytes()), false);
+    let length = match values(b"x-amz-decoded-content-length") {
+        (Some(v), false) => parse_length(v).is_some(),
+        _ => false,
+    };
+    let trailer = !values(b"x-amz-trailer").1;
+    if unsigned && length && trailer {
+        Streaming::UnsignedTrailer
+    } else {
+        Streaming::Other
+    }
+}
+
+/// Kept and signed with an `aws-chunked` upload that goes on as it is.
+fn is_streaming_header(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"x-amz-decoded-content-length")
+        || name.eq_ignore_ascii_case(b"x-amz-trailer")
 }
 
 /// Why a head could not be signed.
@@ -682,7 +746,7 @@ pub fn sign_head_in(
     for (name, value, line, kind) in head.entries() {
         if kind == Kind::Other {
             kept_len += line.len();
-        } else if kind == Kind::Signers || !is_listed(name, how.forward) {
+        } else if kind == Kind::Signers || !kept_amz(name, how) {
             dropped += 1;
         } else {
             kept_len += line.len();
@@ -899,7 +963,7 @@ impl HeadSignature {
         out.put(head.version);
         out.put(b"\r\n");
         for (name, _, line, kind) in head.entries() {
-            if kind == Kind::Other || (kind == Kind::Amz && is_listed(name, how.forward)) {
+            if kind == Kind::Other || (kind == Kind::Amz && kept_amz(name, how)) {
                 out.put(line);
             }
         }
@@ -948,6 +1012,11 @@ pub const SIGNER_SET: [&[u8]; 3] = [
     b"x-amz-security-token",
 ];
 
+/// An `x-amz-*` header of the head that is kept and signed.
+fn kept_amz(name: &[u8], how: &HeadSigning<'_>) -> bool {
+    is_listed(name, how.forward) || (how.streaming && is_streaming_header(name))
+}
+
 fn is_listed(name: &[u8], list: &[String]) -> bool {
     list.iter().any(|l| name.eq_ignore_ascii_case(l.as_bytes()))
 }
@@ -980,10 +1049,106 @@ mod tests {
             session_token: None,
             rules: PathRules::S3,
             forward,
+            streaming: false,
         };
         let policy = crate::policy::Policy::permissive(PathRules::S3);
         let checked = crate::policy::check(raw, &policy, &Default::default()).unwrap();
         sign_head(&checked, &how)
+    }
+
+    #[test]
+    fn aws_chunked_uploads() {
+        let kind = |lines: &str| {
+            let raw = format!("PUT /k HTTP/1.1\r\nHost: h\r\n{lines}Content-Length: 9\r\n\r\n");
+            let head = parse_head(raw.as_bytes()).unwrap();
+            streaming(&head)
+        };
+        let good = "x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n\
+                    x-amz-decoded-content-length: 6\r\nx-amz-trailer: x-amz-checksum-crc32\r\n";
+        assert_eq!(kind(good), Streaming::No);
+        for coding in [
+            "aws-chunked",
+            "AWS-Chunked",
+            "gzip, aws-chunked",
+            "aws-chunked ,gzip",
+        ] {
+            let lines = format!("Content-Encoding: {coding}\r\n{good}");
+            assert_eq!(kind(&lines), Streaming::UnsignedTrailer, "{coding}");
+        }
+        // also with the coding on a line of its own
+        let lines = format!("Content-Encoding: gzip\r\nContent-Encoding: aws-chunked\r\n{good}");
+        assert_eq!(kind(&lines), Streaming::UnsignedTrailer);
+        let no_trailer = "Content-Encoding: aws-chunked\r\n\
+            x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\nx-amz-decoded-content-length: 6\r\n";
+        assert_eq!(kind(no_trailer), Streaming::UnsignedTrailer);
+        for other in [
+            // chunk signatures chained to the client's own signature
+            "Content-Encoding: aws-chunked\r\nx-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD\r\n\
+             x-amz-decoded-content-length: 6\r\n",
+            "Content-Encoding: aws-chunked\r\nx-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER\r\n\
+             x-amz-decoded-content-length: 6\r\nx-amz-trailer: x-amz-checksum-crc32\r\n",
+            "Content-Encoding: aws-chunked\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n\
+             x-amz-decoded-content-length: 6\r\n",
+            // no decoded length, a bad one, two of them
+            "Content-Encoding: aws-chunked\r\nx-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n",
+            "Content-Encoding: aws-chunked\r\nx-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n\
+             x-amz-decoded-content-length: 6x\r\n",
+            "Content-Encoding: aws-chunked\r\nx-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n\
+             x-amz-decoded-content-length: 6\r\nx-amz-decoded-content-length: 7\r\n",
+            // two hashes, two trailers
+            "Content-Encoding: aws-chunked\r\nx-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n\
+             x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\nx-amz-decoded-content-length: 6\r\n",
+            "Content-Encoding: aws-chunked\r\nx-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n\
+             x-amz-decoded-content-length: 6\r\nx-amz-trailer: a\r\nx-amz-trailer: b\r\n",
+        ] {
+            assert_eq!(kind(other), Streaming::Other, "{other}");
+        }
+    }
+
+    #[test]
+    fn an_aws_chunked_upload_keeps_and_signs_its_own_headers() {
+        let raw = b"PUT /k HTTP/1.1\r\nHost: h\r\nContent-Encoding: aws-chunked\r\n\
+x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\nx-amz-decoded-content-length: 6\r\n\
+x-amz-trailer: x-amz-checksum-crc32\r\nx-amz-meta-x: y\r\nContent-Length: 9\r\n\r\n";
+        let scope = Scope::parse("20130524/us-east-1/s3/aws4_request").unwrap();
+        let key = derive_signing_key(b"secret", &scope);
+        let how = HeadSigning {
+            creds: Credentials {
+                access_key: "AK",
+                scope: &scope,
+                key: &key,
+            },
+            amz_date: "20130524T000000Z",
+            payload_hash: STREAMING_UNSIGNED_TRAILER,
+            content_sha256_header: true,
+            session_token: None,
+            rules: PathRules::S3,
+            forward: &[],
+            streaming: true,
+        };
+        let policy = crate::policy::Policy::permissive(PathRules::S3);
+        let checked = crate::policy::check(raw, &policy, &Default::default()).unwrap();
+        let s = sign_head(&checked, &how);
+        let text = String::from_utf8(s.head.clone()).unwrap();
+        assert!(
+            text.contains("\r\nx-amz-decoded-content-length: 6\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nx-amz-trailer: x-amz-checksum-crc32\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nx-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n"));
+        assert!(!text.contains("x-amz-meta-x"), "{text}");
+        assert_eq!(text.matches("\r\nx-amz-content-sha256:").count(), 1);
+        assert!(text.contains(
+            "SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;x-amz-trailer,"
+        ));
+        let canonical = String::from_utf8_lossy(s.signed.canonical_request()).into_owned();
+        assert!(
+            canonical.ends_with("\nSTREAMING-UNSIGNED-PAYLOAD-TRAILER"),
+            "{canonical}"
+        );
     }
 
     #[test]

@@ -6,8 +6,10 @@ clients. Every request that reaches s3s-fs is checked against botocore."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import zlib
 import subprocess
 import time
 
@@ -319,3 +321,121 @@ def test_body_that_cannot_be_hashed_is_refused(nginx, recorder, signing, s3):
     assert s3.client.get_object(Bucket=BUCKET, Key="up/y")["Body"].read() == b"abcdef"
     [rec] = check_all(recorder, "unsigned")
     assert rec.values("content-length") == [b"6"] and not rec.values("transfer-encoding")
+
+
+def aws_chunked(data: bytes, chunk: int = 64 * 1024) -> tuple[bytes, str]:
+    """An aws-chunked body with unsigned chunks and a CRC32 trailer, as
+    current AWS SDKs send uploads over HTTPS; and the checksum."""
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    out = bytearray()
+    for i in range(0, len(data), chunk):
+        part = data[i:i + chunk]
+        out += b"%x\r\n" % len(part) + part + b"\r\n"
+    out += b"0\r\nx-amz-checksum-crc32:" + crc.encode() + b"\r\n\r\n"
+    return bytes(out), crc
+
+
+STREAMING_HEADERS = [
+    ("Content-Encoding", "aws-chunked"),
+    ("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"),
+    ("x-amz-trailer", "x-amz-checksum-crc32"),
+    ("x-amz-sdk-checksum-algorithm", "CRC32"),
+]
+
+
+@pytest.mark.parametrize("size", [6, 200 * 1024])
+def test_aws_chunked_upload_is_stored_as_its_bytes(gateway, recorder, s3, size):
+    # the framing goes on as it is, signed as STREAMING-UNSIGNED-PAYLOAD-TRAILER
+    # with its decoded length and trailer name: the server strips it
+    data = os.urandom(size)
+    framed, crc = aws_chunked(data)
+    key = f"up/chunked-{size}.bin"
+    r = gateway.request("PUT", f"/{BUCKET}/{key}",
+                        STREAMING_HEADERS + [("x-amz-decoded-content-length", str(size))],
+                        body=framed)
+    assert r.status == 200, r
+    (rec,) = recorder.requests
+    harness.check_signed_request(rec, expect_host=f"127.0.0.1:{recorder.port}")
+    assert rec.header("x-amz-content-sha256") == "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+    assert rec.header("x-amz-decoded-content-length") == str(size)
+    assert rec.header("x-amz-trailer") == "x-amz-checksum-crc32"
+    assert rec.header("content-length") == str(len(framed))
+    got = s3.client.get_object(Bucket=BUCKET, Key=key)
+    assert got["Body"].read() == data
+    # the trailer reached the server, which checked and kept the checksum
+    # (s3s-fs also keeps the aws-chunked coding that AWS would strip)
+    assert got["ResponseMetadata"]["HTTPHeaders"]["x-amz-checksum-crc32"] == crc
+
+
+@pytest.mark.parametrize("case", ["aws_payload signed", "chunk signatures", "no decoded length"])
+def test_aws_chunked_upload_that_cannot_go_on_is_refused(nginx, recorder, signing, s3, case):
+    # stored as a plain body, the framing would become the object's bytes
+    payload = "signed" if case == "aws_payload signed" else "unsigned"
+    nginx.write_config(gateway_config(nginx, signing, recorder.port, payload))
+    nginx.start()
+    data = b"hello\n"
+    framed, _ = aws_chunked(data)
+    headers = STREAMING_HEADERS + [("x-amz-decoded-content-length", str(len(data)))]
+    if case == "chunk signatures":
+        headers = [(n, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" if n == "x-amz-content-sha256" else v)
+                   for n, v in headers]
+    if case == "no decoded length":
+        headers = headers[:-1]
+    r = nginx.request("PUT", f"/{BUCKET}/up/refused.bin", headers, body=framed)
+    assert r.status == 400, r
+    assert recorder.requests == []
+    assert "aws-chunked upload" in nginx.error_log()
+    with pytest.raises(Exception):
+        s3.client.head_object(Bucket=BUCKET, Key="up/refused.bin")
+    # the next request goes through: nothing was held against the upstream
+    ok = nginx.request("PUT", f"/{BUCKET}/up/after.bin", body=b"x")
+    assert ok.status == 200, ok
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_botocore_put_object_over_https(nginx, recorder, signing, s3, tmp_path, payload):
+    # over HTTPS, botocore (1.36 on) sends PutObject as an aws-chunked body
+    # with a CRC32 trailer: stored as the object's bytes with aws_payload
+    # unsigned, refused (400, nothing stored) with aws_payload signed
+    import botocore.config
+    import botocore.exceptions
+    import botocore.session
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    tls = harness.free_port()
+    nginx.write_config(gateway_config(nginx, signing, recorder.port, payload).replace(
+        f"listen 127.0.0.1:{nginx.port};",
+        f"listen 127.0.0.1:{nginx.port};\n        listen 127.0.0.1:{tls} ssl;\n"
+        f"        ssl_certificate {cert};\n        ssl_certificate_key {key};", 1))
+    nginx.start()
+    client = botocore.session.get_session().create_client(
+        "s3", region_name="us-east-1", endpoint_url=f"https://127.0.0.1:{tls}",
+        aws_access_key_id="AKIDCLIENT", aws_secret_access_key="client-secret", verify=False,
+        config=botocore.config.Config(s3={"addressing_style": "path"},
+                                      retries={"max_attempts": 1}))
+    data = os.urandom(300 * 1024)
+    key_name = f"up/sdk-{payload}.bin"
+    if payload == "unsigned":
+        client.put_object(Bucket=BUCKET, Key=key_name, Body=data)
+        (rec,) = recorder.requests
+        assert rec.header("content-encoding") == "aws-chunked", rec.head_text()
+        harness.check_signed_request(rec)
+        assert s3.client.get_object(Bucket=BUCKET, Key=key_name)["Body"].read() == data
+    else:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            client.put_object(Bucket=BUCKET, Key=key_name, Body=data)
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert recorder.requests == []
+        # the SDK sends a plain body when told to compute checksums only
+        # where required
+        plain = botocore.session.get_session().create_client(
+            "s3", region_name="us-east-1", endpoint_url=f"https://127.0.0.1:{tls}",
+            aws_access_key_id="AKIDCLIENT", aws_secret_access_key="client-secret", verify=False,
+            config=botocore.config.Config(s3={"addressing_style": "path"},
+                                          request_checksum_calculation="when_required",
+                                          retries={"max_attempts": 1}))
+        plain.put_object(Bucket=BUCKET, Key=key_name, Body=data)
+        assert s3.client.get_object(Bucket=BUCKET, Key=key_name)["Body"].read() == data
