@@ -456,20 +456,37 @@ fn first_segment(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// True when the decoded segments of `rest` (the path after the bucket)
-/// climb above it: `..` more often than names, counting empty segments as
-/// nothing (a server may merge slashes). Segments end at `/` and at `%2F`.
-fn climbs(rest: &[u8]) -> bool {
+/// Where the decoded segments of `rest` (the path after the bucket) lead a
+/// server that resolves dot segments, counting empty segments as nothing
+/// (a server may merge slashes). Segments end at `/` and at `%2F`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Walk {
+    /// `..` more often than names: above the bucket (never when the walk
+    /// stops at the top, as in a bucket named by the Host).
+    Climbs,
+    /// Dot segments that come back to the bucket itself (`x/..`, `.`).
+    Root,
+    /// Anywhere else: a key, as sent.
+    Key,
+}
+
+fn walk(rest: &[u8], clamp: bool) -> Walk {
     let mut depth = 0i64;
+    let mut dotted = false;
     // the current segment: decoded length (up to 3) and whether it is all dots
     let (mut len, mut dots) = (0usize, true);
     let mut end_segment = |len: usize, dots: bool| -> bool {
         match (len, dots) {
-            (0, _) | (1, true) => {}
+            (0, _) => {}
+            (1, true) => dotted = true,
             (2, true) => {
+                dotted = true;
                 depth -= 1;
                 if depth < 0 {
-                    return true;
+                    if !clamp {
+                        return true;
+                    }
+                    depth = 0;
                 }
             }
             _ => depth += 1,
@@ -485,7 +502,7 @@ fn climbs(rest: &[u8]) -> bool {
         i += step;
         if b == b'/' {
             if end_segment(len, dots) {
-                return true;
+                return Walk::Climbs;
             }
             (len, dots) = (0, true);
         } else {
@@ -493,7 +510,13 @@ fn climbs(rest: &[u8]) -> bool {
             dots &= b == b'.';
         }
     }
-    end_segment(len, dots)
+    if end_segment(len, dots) {
+        Walk::Climbs
+    } else if dotted && depth == 0 {
+        Walk::Root
+    } else {
+        Walk::Key
+    }
 }
 
 /// Where the key starts in `path`, if the head may address it.
@@ -503,6 +526,7 @@ fn check_s3(head: &Head<'_>, path: &[u8], s3: &S3Policy<'_>) -> Result<usize, Re
     let at_endpoint =
         (name.eq_ignore_ascii_case(ep_name) && same_port(port, ep_port)) || is_ip_literal(name);
     let (first, after_first) = first_segment(path);
+    let path_bucket = s3.buckets.iter().any(|b| b.as_bytes() == first);
     let style = if s3.buckets.is_empty() {
         match s3.addressing {
             Some(a) => a,
@@ -515,29 +539,61 @@ fn check_s3(head: &Head<'_>, path: &[u8], s3: &S3Policy<'_>) -> Result<usize, Re
                 is_bucket_host(name, b.as_bytes(), ep_name)
                     || name.eq_ignore_ascii_case(b.as_bytes())
             });
-        let path_bucket = s3.buckets.iter().any(|b| b.as_bytes() == first);
         match s3.addressing {
             Some(Addressing::Virtual) if virtual_ok => Addressing::Virtual,
             Some(Addressing::Virtual) => return Err(Refusal::Host),
             Some(Addressing::Path) if !at_endpoint => return Err(Refusal::Host),
             Some(Addressing::Path) if !path_bucket => return Err(Refusal::Bucket),
             Some(Addressing::Path) => Addressing::Path,
-            None if virtual_ok => Addressing::Virtual,
+            None if virtual_ok => {
+                // `Host: bucket` is a CNAME bucket to AWS, but a server that
+                // routes by path reads the path's first segment as the
+                // bucket: without `aws_s3_addressing virtual`, the request
+                // must pass as path style too
+                let cname = s3
+                    .buckets
+                    .iter()
+                    .any(|b| name.eq_ignore_ascii_case(b.as_bytes()));
+                if cname {
+                    if !path_bucket {
+                        return Err(Refusal::Bucket);
+                    }
+                    key_checks(Addressing::Path, head, path, after_first, s3)?;
+                }
+                Addressing::Virtual
+            }
             None if at_endpoint && path_bucket => Addressing::Path,
             None if at_endpoint => return Err(Refusal::Bucket),
             None => return Err(Refusal::Host),
         }
     };
-    let key_start = match style {
-        Addressing::Virtual => path.len().min(1),
-        Addressing::Path => {
-            if climbs(after_first) {
-                return Err(Refusal::Climb);
-            }
-            (path.len() - after_first.len() + 1).min(path.len())
-        }
+    key_checks(style, head, path, after_first, s3)
+}
+
+/// Where the key starts in `path` read in `style` (`after_first`: what
+/// follows its first segment), if the request may address it: never above
+/// the bucket, and the bucket itself (no key, or dot segments that come
+/// back to it) only for a GET or HEAD where listing is allowed.
+fn key_checks(
+    style: Addressing,
+    head: &Head<'_>,
+    path: &[u8],
+    after_first: &[u8],
+    s3: &S3Policy<'_>,
+) -> Result<usize, Refusal> {
+    let (key_start, walked) = match style {
+        // the bucket is in the Host: `..` cannot leave it
+        Addressing::Virtual => (path.len().min(1), walk(path, true)),
+        Addressing::Path => (
+            (path.len() - after_first.len() + 1).min(path.len()),
+            walk(after_first, false),
+        ),
     };
-    if key_start == path.len() && !(s3.listing && matches!(head.method, b"GET" | b"HEAD")) {
+    if walked == Walk::Climbs {
+        return Err(Refusal::Climb);
+    }
+    let root = key_start == path.len() || walked == Walk::Root;
+    if root && !(s3.listing && matches!(head.method, b"GET" | b"HEAD")) {
         return Err(Refusal::BucketRequest);
     }
     Ok(key_start)
@@ -793,6 +849,34 @@ mod tests {
             Refusal::Host
         );
         assert_eq!(err(&any, "/other/k", "127.0.0.1:8080"), Refusal::Bucket);
+        // `Host: bucket` without aws_s3_addressing: a CNAME bucket to AWS,
+        // path style to a server that routes by path; it must pass as both
+        assert!(ok(&any, "/my-bucket/k", "my-bucket"));
+        assert!(ok(&any, "/second/k", "MY-BUCKET"));
+        assert_eq!(err(&any, "/other/k", "my-bucket"), Refusal::Bucket);
+        assert_eq!(err(&any, "/k", "my-bucket"), Refusal::Bucket);
+        assert_eq!(
+            err(&any, "/my-bucket/", "my-bucket"),
+            Refusal::BucketRequest
+        );
+        assert_eq!(err(&any, "/my-bucket", "my-bucket"), Refusal::BucketRequest);
+        assert_eq!(
+            err(&any, "/my-bucket/../other/k", "my-bucket"),
+            Refusal::Climb
+        );
+        let writes = Policy {
+            methods: MethodSet::ALL,
+            ..any
+        };
+        let delete = |t: &str, host: &str| {
+            verdict(&writes, &head("DELETE", t, host))
+                .map(|_| ())
+                .unwrap_err()
+        };
+        assert_eq!(delete("/my-bucket/", "my-bucket"), Refusal::BucketRequest);
+        assert_eq!(delete("/other/", "my-bucket"), Refusal::Bucket);
+        // aws_s3_addressing virtual: the CNAME bucket as AWS reads it
+        assert!(ok(&virt, "/other/k", "my-bucket"));
     }
 
     #[test]
@@ -809,9 +893,41 @@ mod tests {
         assert!(v("/my-bucket/a/../b").is_ok());
         assert!(v("/my-bucket/./a//b").is_ok());
         assert!(v("/my-bucket/..a/b..").is_ok());
-        // a dot segment in virtual-host style never leaves the bucket
+        // dot segments that come back to the bucket itself are the bucket
+        // to a server that resolves them: a listing, or a bucket-level write
+        assert_eq!(v("/my-bucket/x/.."), Err(Refusal::BucketRequest));
+        assert_eq!(v("/my-bucket/x/../"), Err(Refusal::BucketRequest));
+        assert_eq!(v("/my-bucket/."), Err(Refusal::BucketRequest));
+        assert_eq!(v("/my-bucket/%2E"), Err(Refusal::BucketRequest));
+        assert_eq!(v("/my-bucket/./"), Err(Refusal::BucketRequest));
+        assert!(v("/my-bucket/x/../y").is_ok());
+        // ... where listing is allowed, a GET or HEAD of it is signed
+        let listing = Policy {
+            methods: MethodSet::ALL,
+            ..s3(&b, Some(Addressing::Path), true)
+        };
+        assert!(verdict(
+            &listing,
+            &head("GET", "/my-bucket/x/..", "s3.amazonaws.com")
+        )
+        .is_ok());
+        assert_eq!(
+            verdict(
+                &listing,
+                &head("DELETE", "/my-bucket/x/..", "s3.amazonaws.com")
+            ),
+            Err(Refusal::BucketRequest)
+        );
+        // a dot segment in virtual-host style never leaves the bucket, but
+        // may come back to it
         let virt = s3(&b, Some(Addressing::Virtual), false);
-        assert!(verdict(&virt, &head("GET", "/../k", "my-bucket.s3.amazonaws.com")).is_ok());
+        let vv = |t: &str| verdict(&virt, &head("GET", t, "my-bucket.s3.amazonaws.com"));
+        assert!(vv("/../k").is_ok());
+        assert!(vv("/a/../../k").is_ok());
+        assert_eq!(vv("/.."), Err(Refusal::BucketRequest));
+        assert_eq!(vv("/x/.."), Err(Refusal::BucketRequest));
+        assert_eq!(vv("/."), Err(Refusal::BucketRequest));
+        assert!(vv("/x/./y").is_ok());
     }
 
     #[test]

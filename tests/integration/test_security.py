@@ -369,6 +369,52 @@ def test_bucket_check_is_exact(nginx, recorder, signing, objects):
         harness.check_signed_request(rec)
 
 
+def test_a_host_that_is_the_bucket_name_must_also_pass_as_path_style(nginx, recorder, signing, s3, objects):
+    # `Host: bucket` is a CNAME bucket to AWS, but a server that routes by
+    # path (s3s-fs here, MinIO without a domain, moto) reads the first path
+    # segment as the bucket: without aws_s3_addressing, the request must
+    # pass as path style too, or a client picks the bucket
+    nginx.write_config(f"""
+    upstream {BUCKET} {{ server 127.0.0.1:{recorder.port}; }}
+    server {{
+        listen 127.0.0.1:{nginx.port};
+{signing.directives("        ", bucket=None)}
+        aws_s3_bucket {BUCKET};
+        aws_sign_methods GET HEAD PUT DELETE;
+        location / {{
+            aws_sign;
+            proxy_pass http://{BUCKET};
+        }}
+        location /cname/ {{
+            aws_sign;
+            aws_s3_addressing virtual;
+            proxy_pass http://{BUCKET}/;
+        }}
+    }}""")
+    nginx.start()
+    # signed and sent as is (s3s-fs, run with a domain, reads such a Host
+    # as AWS does: its answer does not matter here)
+    nginx.request("GET", f"/{BUCKET}/{OK_KEY}")
+    assert recorder.last().target == f"/{BUCKET}/{OK_KEY}".encode()
+    assert recorder.last().header("host") == BUCKET
+    harness.check_signed_request(recorder.last())
+    recorder.clear()
+    for method, target in [("GET", "/second/k.txt"), ("DELETE", "/second/k.txt"),
+                           ("GET", f"/{BUCKET}/"), ("GET", f"/{BUCKET}"), ("DELETE", f"/{BUCKET}/"),
+                           ("GET", "/second/"), ("GET", f"/{BUCKET}/sec/.."),
+                           ("GET", f"/{BUCKET}/../second/k.txt"), ("GET", f"/{OK_KEY}")]:
+        resp = nginx.request(method, target)
+        assert resp.status == 403, (method, target, resp)
+    assert recorder.requests == []
+    # the other bucket's object is still there
+    assert s3.client.get_object(Bucket="second", Key="k.txt")["Body"].read() == b"in the second bucket\n"
+    # with aws_s3_addressing virtual the Host is the bucket, as AWS reads it
+    resp = nginx.request("GET", f"/cname/{OK_KEY}")
+    assert resp.status == 200 and resp.body == OK_BODY, resp
+    assert recorder.last().target == f"/{OK_KEY}".encode()
+    harness.check_signed_request(recorder.last())
+
+
 # --------------------------------------------------------------------------
 # 5. Presigned URLs and the token variable
 # --------------------------------------------------------------------------
