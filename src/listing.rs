@@ -23,7 +23,7 @@ use ngx::ffi::{
     ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt, ngx_http_request_t,
     ngx_http_send_special, ngx_http_subrequest, ngx_http_top_body_filter,
     ngx_http_top_header_filter, ngx_int_t, ngx_palloc, ngx_pnalloc, ngx_read_file, ngx_str_t,
-    ngx_uint_t, NGX_HTTP_LAST, NGX_LOG_ERR,
+    ngx_uint_t, NGX_HTTP_HEAD, NGX_HTTP_LAST, NGX_HTTP_NOT_FOUND, NGX_LOG_ERR,
 };
 use ngx::ngx_log_error;
 
@@ -99,6 +99,12 @@ struct Shared {
     /// The next page to ask for once the client has taken what was sent:
     /// its URI and continuation token.
     pending: Option<(ngx_str_t, Vec<u8>)>,
+    /// The response header is held, and the page's start kept here, until
+    /// the first page shows an entry: a directory with nothing under it
+    /// does not exist, and is answered 404.
+    held: Option<Vec<u8>>,
+    /// The answer held an entry (a key or a common prefix, listed or not).
+    seen: bool,
 }
 
 impl Listing {
@@ -132,6 +138,8 @@ fn new_shared(format: Format, max: usize) -> Shared {
         free: ptr::null_mut(),
         busy: ptr::null_mut(),
         pending: None,
+        held: None,
+        seen: false,
     }
 }
 
@@ -365,7 +373,7 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
         // whatever else a location may have answered
         let listed = l.sent_prefix.is_some() || (*r).cached() != 0;
         let ok = status == 200 && proxied && listed;
-        match &l.shared {
+        match &mut l.shared {
             // a further page: its header goes nowhere
             None => {
                 l.render = ok;
@@ -374,6 +382,12 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
             Some(shared) if ok => {
                 set_page_headers(r, shared.format);
                 l.render = (*r).header_only() == 0;
+                let head = (*r).method & NGX_HTTP_HEAD as ngx_uint_t != 0;
+                if l.render && !head && l.token.is_none() {
+                    // held until the page shows whether the directory exists
+                    shared.held = Some(Vec::new());
+                    return Status::NGX_OK.into();
+                }
             }
             // S3's error passes through
             Some(_) => {}
@@ -541,6 +555,7 @@ fn write_entry(
     out: &mut Vec<u8>,
     error: &mut Option<String>,
 ) {
+    shared.seen = true;
     let echo = e.prefix;
     if let (Some(s), Some(p)) = (sent, echo) {
         if s != p {
@@ -632,6 +647,10 @@ unsafe fn render(
         if let Some(next) = next.filter(|_| follow).cloned() {
             shared.pages += 1;
             // SAFETY: r is live, in its body filter.
+            if let Some(rc) = unsafe { release(r, shared, &mut out, false) }? {
+                return Ok(rc);
+            }
+            // SAFETY: r is live, in its body filter.
             let rc = unsafe { send(r, shared, out, flush, false, !main_page) }?;
             if rc == Status::NGX_ERROR.0 {
                 return Ok(rc);
@@ -654,6 +673,27 @@ unsafe fn render(
         listing::write_tail(shared.format, more.then_some(shared.written), &mut out);
         shared.finished = true;
         last = true;
+        // nothing under a prefix: no such directory (the top of the
+        // listing, an empty prefix, is always there)
+        let prefix = sent_prefix.as_deref().or(reader.prefix.as_deref());
+        let missing = !shared.seen && prefix.is_some_and(|p| !p.is_empty());
+        // SAFETY: r is live, in its body filter.
+        if let Some(rc) = unsafe { release(r, shared, &mut out, missing) }? {
+            return Ok(rc);
+        }
+    } else if shared.held.is_some() {
+        if shared.seen {
+            // SAFETY: r is live, in its body filter.
+            if let Some(rc) = unsafe { release(r, shared, &mut out, false) }? {
+                return Ok(rc);
+            }
+        } else {
+            // still nothing: kept with the header
+            if let Some(held) = shared.held.as_mut() {
+                held.extend_from_slice(&out);
+            }
+            return Ok(Status::NGX_OK.into());
+        }
     }
     // SAFETY: r is live, in its body filter.
     let rc = unsafe { send(r, shared, out, flush, last && main_page, end && !main_page) }?;
@@ -668,6 +708,40 @@ unsafe fn render(
         return Ok(unsafe { ngx_http_send_special((*r).main, NGX_HTTP_LAST as ngx_uint_t) });
     }
     Ok(rc)
+}
+
+/// Sends the held response header, 404 when the directory is `missing`,
+/// and puts the held start of the page in front of `out`. `Some(rc)`
+/// when the header could not go out (or there is to be no body).
+///
+/// # Safety
+/// `r` live, in its body filter: the main request of a listing.
+unsafe fn release(
+    r: *mut ngx_http_request_t,
+    shared: &mut Shared,
+    out: &mut Vec<u8>,
+    missing: bool,
+) -> Result<Option<ngx_int_t>, String> {
+    let Some(mut held) = shared.held.take() else {
+        return Ok(None);
+    };
+    // SAFETY: see the contract; the header has not been sent.
+    unsafe {
+        if missing {
+            (*r).headers_out.status = NGX_HTTP_NOT_FOUND as ngx_uint_t;
+            (*r).headers_out.status_line = ngx_str_t {
+                len: 0,
+                data: ptr::null_mut(),
+            };
+        }
+        let rc = next_header(r);
+        if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || (*r).header_only() != 0 {
+            return Ok(Some(rc));
+        }
+    }
+    held.extend_from_slice(out);
+    *out = held;
+    Ok(None)
 }
 
 /// The bit of `r->buffered` that keeps the main request from finishing

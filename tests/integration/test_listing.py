@@ -308,9 +308,18 @@ def test_errors_pass_through_and_listing_stays_off_elsewhere(nginx, s3, signing,
     r = nginx.request("GET", "/nobucket/big/")
     assert r.status == 404 and b"NoSuchBucket" in r.body, r
     assert r.header("Content-Type") != "text/html; charset=utf-8"
-    # an empty prefix is an empty listing, not an error
-    r = nginx.request("GET", "/list/nothing-here/")
-    assert r.status == 200 and [t for _, t in parse(r.body).links] == ["../"], r
+    # nothing under a prefix: no such directory, 404 as nginx's autoindex
+    # answers for one (the page still says what was looked for); the same
+    # for an object's name with a slash, and in JSON
+    for target in ["/list/nothing-here/", "/list/small/one.txt/", "/list/small/deeper/none/"]:
+        r = nginx.request("GET", target)
+        assert r.status == 404 and [t for _, t in parse(r.body).links] == ["../"], (target, r)
+        assert r.header("Content-Type") == "text/html; charset=utf-8", r
+    r = nginx.request("GET", "/json/nothing-here/")
+    assert r.status == 404 and json.loads(r.body) == [], r
+    # a directory with one key in it exists
+    r = nginx.request("GET", "/list/small/deeper/")
+    assert r.status == 200 and [t for _, t in parse(r.body).links] == ["../", "three.txt"], r
     # objects are objects
     r = nginx.request("GET", "/list/small/one.txt")
     assert r.status == 200 and r.body == body_of("small/one.txt")
