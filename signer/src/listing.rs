@@ -175,6 +175,25 @@ pub struct ListReader {
     modified: Vec<u8>,
 }
 
+/// What XML allows after the root element: white space, comments and
+/// processing instructions.
+fn is_epilog(mut rest: &[u8]) -> bool {
+    loop {
+        rest = rest.trim_ascii_start();
+        let (open, close): (&[u8], &[u8]) = if rest.starts_with(b"<!--") {
+            (b"<!--", b"-->")
+        } else if rest.starts_with(b"<?") {
+            (b"<?", b"?>")
+        } else {
+            return rest.is_empty();
+        };
+        match memchr::memmem::find(&rest[open.len()..], close) {
+            Some(i) => rest = &rest[open.len() + i + close.len()..],
+            None => return false,
+        }
+    }
+}
+
 impl ListReader {
     /// Reads `data`, the next bytes of the answer; `emit` gets every entry
     /// completed by them.
@@ -202,7 +221,7 @@ impl ListReader {
     pub fn finish(&mut self, emit: &mut dyn FnMut(Entry<'_>)) -> Result<(), ListError> {
         let pending = std::mem::take(&mut self.pending);
         let done = self.parse(&pending, true, emit)?;
-        if self.root != Root::After || !pending[done..].iter().all(u8::is_ascii_whitespace) {
+        if self.root != Root::After || !is_epilog(&pending[done..]) {
             return Err(ListError::Xml("the answer ends before the listing".into()));
         }
         Ok(())
@@ -220,7 +239,14 @@ impl ListReader {
         if self.root == Root::After {
             return Ok(0);
         }
-        let mut reader = Reader::from_reader(data);
+        // a UTF-8 byte order mark before the declaration (which quick-xml
+        // skips without counting it in its positions)
+        let skip = if self.root == Root::Before && data.starts_with(b"\xEF\xBB\xBF") {
+            3
+        } else {
+            0
+        };
+        let mut reader = Reader::from_reader(&data[skip..]);
         let config = reader.config_mut();
         config.check_end_names = false;
         config.allow_unmatched_ends = true;
@@ -232,7 +258,8 @@ impl ListReader {
                 Err(e) if last => return Err(ListError::Xml(e.to_string())),
                 Err(_) => return Ok(done),
             };
-            let pos = usize::try_from(reader.buffer_position()).unwrap_or(data.len());
+            let pos = usize::try_from(reader.buffer_position())
+                .map_or(data.len(), |p| (p + skip).min(data.len()));
             match event {
                 Event::Eof => return Ok(done),
                 Event::Start(e) => {
@@ -702,6 +729,24 @@ mod tests {
             assert_eq!(r.next_token, whole.next_token);
             assert!(r.truncated);
         }
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_an_epilog_are_xml() {
+        let mut with = b"\xEF\xBB\xBF".to_vec();
+        with.extend_from_slice(ANSWER.as_bytes());
+        with.extend_from_slice(b"\n<!-- served by x -->\n<?pi data?>\r\n");
+        let (_, expected) = read_in_pieces(ANSWER.as_bytes(), ANSWER.len());
+        for piece in [1, 2, 3, 4, 7, 64, with.len()] {
+            let (r, got) = read_in_pieces(&with, piece);
+            assert_eq!(got, expected, "pieces of {piece}");
+            assert!(r.truncated);
+        }
+        assert!(is_epilog(b""));
+        assert!(is_epilog(b" <!-- a --> <?b?> "));
+        assert!(!is_epilog(b"<!-- open"));
+        assert!(!is_epilog(b"<x/>"));
+        assert!(!is_epilog(b"text"));
     }
 
     #[test]
