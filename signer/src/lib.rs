@@ -1191,6 +1191,74 @@ pub(crate) fn write_canonical_strict_query(
     }
 }
 
+/// When a strict query gives a name more than once, rewrites it with its
+/// parameters in canonical order (by name, then value), each as it was
+/// (a bare key stays bare). `scratch` and `pairs` are scratch space.
+pub(crate) fn sort_repeated_names(
+    query: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    pairs: &mut Vec<(u32, u32, u32)>,
+) {
+    pairs.clear();
+    let mut small = [(0u32, 0u32, 0u32); 16];
+    let n = strict_pairs(query, &mut small, pairs);
+    let pairs = if n <= small.len() {
+        &mut small[..n]
+    } else {
+        &mut pairs[..]
+    };
+    let q: &[u8] = query;
+    let key = |p: &(u32, u32, u32)| &q[p.0 as usize..p.1 as usize];
+    let value = |p: &(u32, u32, u32)| q.get(p.1 as usize + 1..p.2 as usize).unwrap_or(b"");
+    pairs.sort_by(|a, b| key(a).cmp(key(b)).then_with(|| value(a).cmp(value(b))));
+    if !pairs.windows(2).any(|w| key(&w[0]) == key(&w[1])) {
+        return;
+    }
+    scratch.clear();
+    for (i, p) in pairs.iter().enumerate() {
+        if i > 0 {
+            scratch.push(b'&');
+        }
+        scratch.extend_from_slice(&q[p.0 as usize..p.2 as usize]);
+    }
+    query.clear();
+    query.extend_from_slice(scratch);
+    zeroize::Zeroize::zeroize(scratch.as_mut_slice());
+    scratch.clear();
+}
+
+/// The parameters of a strict query as (start, `=` or end, end) offsets,
+/// empty ones left out: into `small` while they fit, else all of them
+/// into `large` (empty on entry). Returns how many there are.
+fn strict_pairs(
+    query: &[u8],
+    small: &mut [(u32, u32, u32)],
+    large: &mut Vec<(u32, u32, u32)>,
+) -> usize {
+    let mut n = 0;
+    let mut at = 0usize;
+    for part in query.split(|&b| b == b'&') {
+        let start = at;
+        at += part.len() + 1;
+        if part.is_empty() {
+            continue;
+        }
+        let end = start + part.len();
+        let mid = memchr::memchr(b'=', part).map_or(end, |i| start + i);
+        let pair = (start as u32, mid as u32, end as u32);
+        if n < small.len() {
+            small[n] = pair;
+        } else {
+            if large.is_empty() {
+                large.extend_from_slice(small);
+            }
+            large.push(pair);
+        }
+        n += 1;
+    }
+    n
+}
+
 /// True when a strict query is its own canonical form, as SDKs send it:
 /// every parameter has its `=`, none is empty, and they come sorted by
 /// name then value. Nothing needs moving then.
@@ -1378,6 +1446,33 @@ fn write_headers(headers: &[(&[u8], &[u8])], out: &mut Vec<u8>) -> std::ops::Ran
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_names_go_out_in_signed_order() {
+        let sorted = |q: &str| {
+            let mut query = q.as_bytes().to_vec();
+            sort_repeated_names(&mut query, &mut Vec::new(), &mut Vec::new());
+            String::from_utf8(query).unwrap()
+        };
+        assert_eq!(sorted("a=2&a=1"), "a=1&a=2");
+        assert_eq!(sorted("z=1&a=2&a=1&m"), "a=1&a=2&m&z=1");
+        assert_eq!(sorted("a&a=1&b=&&a="), "a&a=&a=1&b=");
+        // no name twice: as it came
+        assert_eq!(sorted("z=1&a=2&versionId=x"), "z=1&a=2&versionId=x");
+        assert_eq!(sorted("acl&x-id=GetObjectAcl"), "acl&x-id=GetObjectAcl");
+        // more parameters than fit inline
+        let many: Vec<String> = (0..40).rev().map(|i| format!("k={i:02}")).collect();
+        let want: Vec<String> = (0..40).map(|i| format!("k={i:02}")).collect();
+        assert_eq!(sorted(&many.join("&")), want.join("&"));
+        // and the canonical query of what goes out is what is signed
+        for q in ["a=2&a=1", "b=1&a=2&a=1&a", "x=%2F&x=%20"] {
+            let out = sorted(q);
+            let (mut c1, mut c2) = (Vec::new(), Vec::new());
+            write_canonical_query(q.as_bytes(), &mut c1);
+            write_canonical_query(out.as_bytes(), &mut c2);
+            assert_eq!(c1, c2, "{q}");
+        }
+    }
 
     #[test]
     fn strict_queries_in_order_are_their_own_canonical_form() {

@@ -344,6 +344,12 @@ pub fn check_in<'a>(
     query.clear();
     let query_in_order =
         write_strict_query_in_order(head.query, &|name| policy.query.keeps(name), &mut query);
+    if !query_in_order && policy.rules == PathRules::S3 {
+        // a name given twice goes out with its values in the order they
+        // are signed in: servers that keep the order a name's values came
+        // in (MinIO) then agree with those that sort them (AWS)
+        crate::sort_repeated_names(&mut query, &mut ws.scratch, &mut ws.pairs);
+    }
     Ok(Checked {
         head,
         path,
