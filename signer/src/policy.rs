@@ -332,7 +332,7 @@ pub fn check_in<'a>(
     }
     let mut key_start = 0;
     if let Some(s3) = &policy.s3 {
-        match check_s3(&head, &path, s3) {
+        match check_s3(&head, &path, policy.rules == PathRules::S3, s3) {
             Ok(start) => key_start = start,
             Err(kind) => {
                 ws.path = path;
@@ -462,6 +462,28 @@ fn first_segment(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// True when a `.` starts a segment of `rest` (at its start or after a
+/// `/`), eight bytes a round. In a path in S3's strict form, where `.` and
+/// `/` are never escaped, no other path can hold a dot segment.
+fn dot_starts_a_segment(rest: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let at = |j: usize| rest[j] == b'.' && (j == 0 || rest[j - 1] == b'/');
+    let mut i = 0;
+    while let Some(w) = rest.get(i..i + 8) {
+        let Ok(word) = <[u8; 8]>::try_from(w) else {
+            break;
+        };
+        // a zero byte where a `.` is
+        let x = u64::from_le_bytes(word) ^ (ONES * u64::from(b'.'));
+        if x.wrapping_sub(ONES) & !x & HIGH != 0 && (i..i + 8).any(at) {
+            return true;
+        }
+        i += 8;
+    }
+    (i..rest.len()).any(at)
+}
+
 /// Where the decoded segments of `rest` (the path after the bucket) lead a
 /// server that resolves dot segments, counting empty segments as nothing
 /// (a server may merge slashes). Segments end at `/` and at `%2F`.
@@ -476,7 +498,18 @@ enum Walk {
     Key,
 }
 
-fn walk(rest: &[u8], clamp: bool) -> Walk {
+/// `strict`: `rest` is in S3's strict form, which most keys walk through
+/// at a glance.
+fn walk(rest: &[u8], clamp: bool, strict: bool) -> Walk {
+    if strict && !dot_starts_a_segment(rest) {
+        Walk::Key
+    } else {
+        walk_segments(rest, clamp)
+    }
+}
+
+/// [`walk`], segment by segment.
+fn walk_segments(rest: &[u8], clamp: bool) -> Walk {
     let mut depth = 0i64;
     let mut dotted = false;
     // the current segment: decoded length (up to 3) and whether it is all dots
@@ -526,7 +559,13 @@ fn walk(rest: &[u8], clamp: bool) -> Walk {
 }
 
 /// Where the key starts in `path`, if the head may address it.
-fn check_s3(head: &Head<'_>, path: &[u8], s3: &S3Policy<'_>) -> Result<usize, Refusal> {
+/// `strict`: `path` is in S3's strict form.
+fn check_s3(
+    head: &Head<'_>,
+    path: &[u8],
+    strict: bool,
+    s3: &S3Policy<'_>,
+) -> Result<usize, Refusal> {
     let (name, port) = split_host(head.host());
     let (ep_name, ep_port) = split_host(s3.endpoint.as_bytes());
     let at_endpoint =
@@ -564,7 +603,7 @@ fn check_s3(head: &Head<'_>, path: &[u8], s3: &S3Policy<'_>) -> Result<usize, Re
                     if !path_bucket {
                         return Err(Refusal::Bucket);
                     }
-                    key_checks(Addressing::Path, head, path, after_first, s3)?;
+                    key_checks(Addressing::Path, strict, head, path, after_first, s3)?;
                 }
                 Addressing::Virtual
             }
@@ -573,7 +612,7 @@ fn check_s3(head: &Head<'_>, path: &[u8], s3: &S3Policy<'_>) -> Result<usize, Re
             None => return Err(Refusal::Host),
         }
     };
-    key_checks(style, head, path, after_first, s3)
+    key_checks(style, strict, head, path, after_first, s3)
 }
 
 /// Where the key starts in `path` read in `style` (`after_first`: what
@@ -582,6 +621,7 @@ fn check_s3(head: &Head<'_>, path: &[u8], s3: &S3Policy<'_>) -> Result<usize, Re
 /// back to it) only for a GET or HEAD where listing is allowed.
 fn key_checks(
     style: Addressing,
+    strict: bool,
     head: &Head<'_>,
     path: &[u8],
     after_first: &[u8],
@@ -589,10 +629,10 @@ fn key_checks(
 ) -> Result<usize, Refusal> {
     let (key_start, walked) = match style {
         // the bucket is in the Host: `..` cannot leave it
-        Addressing::Virtual => (path.len().min(1), walk(path, true)),
+        Addressing::Virtual => (path.len().min(1), walk(path, true, strict)),
         Addressing::Path => (
             (path.len() - after_first.len() + 1).min(path.len()),
-            walk(after_first, false),
+            walk(after_first, false, strict),
         ),
     };
     if walked == Walk::Climbs {
@@ -883,6 +923,51 @@ mod tests {
         assert_eq!(delete("/other/", "my-bucket"), Refusal::Bucket);
         // aws_s3_addressing virtual: the CNAME bucket as AWS reads it
         assert!(ok(&virt, "/other/k", "my-bucket"));
+    }
+
+    #[test]
+    fn the_quick_look_for_dot_segments_misses_none() {
+        // every strict path of up to five pieces: where the quick look
+        // finds no `.` starting a segment, the walk finds a plain key
+        let pieces: [&[u8]; 7] = [b"/", b".", b"..", b"a", b"%20", b"a.b", b"abcdefg"];
+        let mut paths: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..5 {
+            let mut next = Vec::new();
+            for p in paths.iter().filter(|p| p.len() < 40) {
+                for piece in pieces {
+                    let mut q = p.clone();
+                    q.extend_from_slice(piece);
+                    next.push(q);
+                }
+            }
+            paths.extend(next);
+        }
+        let (mut skipped, mut walked) = (0, 0);
+        for p in &paths {
+            let at_a_glance = !dot_starts_a_segment(p);
+            let slow = p
+                .iter()
+                .enumerate()
+                .any(|(j, &b)| b == b'.' && (j == 0 || p[j - 1] == b'/'));
+            assert_eq!(at_a_glance, !slow, "{}", String::from_utf8_lossy(p));
+            if at_a_glance {
+                skipped += 1;
+                for clamp in [false, true] {
+                    assert_eq!(
+                        walk_segments(p, clamp),
+                        Walk::Key,
+                        "{}",
+                        String::from_utf8_lossy(p)
+                    );
+                }
+            } else {
+                walked += 1;
+            }
+        }
+        assert!(skipped > 1000 && walked > 1000, "{skipped} {walked}");
+        assert!(!dot_starts_a_segment(b"/photos/2026/11/cat%20%281%29.jpg"));
+        assert!(dot_starts_a_segment(b"/photos/2026/11/cat%20%281%29/.jpg"));
+        assert!(dot_starts_a_segment(b"."));
     }
 
     #[test]
