@@ -415,6 +415,7 @@ def test_botocore_put_object_over_https(nginx, recorder, signing, s3, tmp_path, 
         "s3", region_name="us-east-1", endpoint_url=f"https://127.0.0.1:{tls}",
         aws_access_key_id="AKIDCLIENT", aws_secret_access_key="client-secret", verify=False,
         config=botocore.config.Config(s3={"addressing_style": "path"},
+                                      request_checksum_calculation="when_supported",
                                       retries={"max_attempts": 1}))
     data = os.urandom(300 * 1024)
     key_name = f"up/sdk-{payload}.bin"
