@@ -796,6 +796,12 @@ unsafe fn background_page(r: *mut ngx_http_request_t) -> Option<&'static Request
         if (*r).background() == 0 || r == (*r).main || (*r).parent.is_null() {
             return None;
         }
+        // a clone keeps its parent's URI and location (a mirror, also in
+        // the background, has a location of its own)
+        let parent = (*r).parent;
+        if (*r).loc_conf != (*parent).loc_conf || (*r).uri.as_bytes() != (*parent).uri.as_bytes() {
+            return None;
+        }
         if existing_ctx(r).is_some_and(|c| !c.listing.is_null()) {
             return None;
         }

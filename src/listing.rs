@@ -105,6 +105,9 @@ struct Shared {
     held: Option<Vec<u8>>,
     /// The answer held an entry (a key or a common prefix, listed or not).
     seen: bool,
+    /// The held header went out as one without a body (a 304): nothing
+    /// more is written.
+    bodiless: bool,
 }
 
 impl Listing {
@@ -140,6 +143,7 @@ fn new_shared(format: Format, max: usize) -> Shared {
         pending: None,
         held: None,
         seen: false,
+        bodiless: false,
     }
 }
 
@@ -475,6 +479,13 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
         // SAFETY: r is live, in its body filter.
         return unsafe { probe(r, l, input) };
     }
+    if l.shared.as_ref().is_some_and(|s| s.bodiless) {
+        // the held header went out without a body (a 304 from a
+        // conditional request, say): what S3 still sends is dropped
+        // SAFETY: the chain nginx passed.
+        unsafe { consume(input) };
+        return Status::NGX_OK.into();
+    }
     if l.failed {
         // SAFETY: the chain nginx passed.
         unsafe { consume(input) };
@@ -736,7 +747,15 @@ unsafe fn release(
         }
         let rc = next_header(r);
         if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || (*r).header_only() != 0 {
-            return Ok(Some(rc));
+            // the upstream, which took the header as sent, goes on reading
+            // the body: none of it may follow this header
+            shared.bodiless = true;
+            shared.finished = true;
+            return Ok(Some(if rc == Status::NGX_ERROR.0 {
+                rc
+            } else {
+                Status::NGX_OK.into()
+            }));
         }
     }
     held.extend_from_slice(out);

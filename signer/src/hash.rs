@@ -148,12 +148,12 @@ impl HmacPrefix {
 impl HmacKey {
     /// The inner state after `block`, the first block of messages to come.
     pub fn prefix(&self, block: &[u8; 64]) -> HmacPrefix {
-        let mut inner = self.inner;
-        compress(&mut inner, block);
-        HmacPrefix {
+        let mut prefix = HmacPrefix {
             block: *block,
-            inner,
-        }
+            inner: self.inner,
+        };
+        compress(&mut prefix.inner, block);
+        prefix
     }
 
     /// [`HmacKey::mac`] of `msg`, going on from `prefix` (made by this key)

@@ -638,7 +638,9 @@ fn key_checks(
     if walked == Walk::Climbs {
         return Err(Refusal::Climb);
     }
-    let root = key_start == path.len() || walked == Walk::Root;
+    // a key of slashes only is the bucket itself to a server that merges
+    // slashes
+    let root = path[key_start..].iter().all(|&b| b == b'/') || walked == Walk::Root;
     if root && !(s3.listing && matches!(head.method, b"GET" | b"HEAD")) {
         return Err(Refusal::BucketRequest);
     }
@@ -992,6 +994,11 @@ mod tests {
         assert_eq!(v("/my-bucket/%2E"), Err(Refusal::BucketRequest));
         assert_eq!(v("/my-bucket/./"), Err(Refusal::BucketRequest));
         assert!(v("/my-bucket/x/../y").is_ok());
+        // and so do slashes alone, to a server that merges them
+        assert_eq!(v("/my-bucket//"), Err(Refusal::BucketRequest));
+        assert_eq!(v("/my-bucket///"), Err(Refusal::BucketRequest));
+        assert!(v("/my-bucket//k").is_ok());
+        assert!(v("/my-bucket/k//").is_ok());
         // ... where listing is allowed, a GET or HEAD of it is signed
         let listing = Policy {
             methods: MethodSet::ALL,
@@ -1017,6 +1024,7 @@ mod tests {
         assert!(vv("/a/../../k").is_ok());
         assert_eq!(vv("/.."), Err(Refusal::BucketRequest));
         assert_eq!(vv("/x/.."), Err(Refusal::BucketRequest));
+        assert_eq!(vv("//"), Err(Refusal::BucketRequest));
         assert_eq!(vv("/."), Err(Refusal::BucketRequest));
         assert!(vv("/x/./y").is_ok());
     }

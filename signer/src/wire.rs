@@ -93,7 +93,16 @@ pub fn streaming(head: &Head<'_>) -> Streaming {
         (Some(v), false) => parse_length(v).is_some(),
         _ => false,
     };
-    let trailer = !values(b"x-amz-trailer").1;
+    // a trailer names checksums only: any other header there would reach
+    // the server unsigned
+    let trailer = match values(b"x-amz-trailer") {
+        (_, true) => false,
+        (None, false) => true,
+        (Some(names), false) => names.split(|&b| b == b',').all(|n| {
+            let n = n.trim_ascii();
+            n.len() > 15 && n[..15].eq_ignore_ascii_case(b"x-amz-checksum-")
+        }),
+    };
     if unsigned && length && trailer {
         Streaming::UnsignedTrailer
     } else {
@@ -1078,6 +1087,10 @@ mod tests {
         // also with the coding on a line of its own
         let lines = format!("Content-Encoding: gzip\r\nContent-Encoding: aws-chunked\r\n{good}");
         assert_eq!(kind(&lines), Streaming::UnsignedTrailer);
+        let two = "Content-Encoding: aws-chunked\r\n\
+            x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\nx-amz-decoded-content-length: 6\r\n\
+            x-amz-trailer: x-amz-checksum-crc32, X-Amz-Checksum-SHA256\r\n";
+        assert_eq!(kind(two), Streaming::UnsignedTrailer);
         let no_trailer = "Content-Encoding: aws-chunked\r\n\
             x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\nx-amz-decoded-content-length: 6\r\n";
         assert_eq!(kind(no_trailer), Streaming::UnsignedTrailer);
@@ -1100,6 +1113,11 @@ mod tests {
              x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\nx-amz-decoded-content-length: 6\r\n",
             "Content-Encoding: aws-chunked\r\nx-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n\
              x-amz-decoded-content-length: 6\r\nx-amz-trailer: a\r\nx-amz-trailer: b\r\n",
+            // a trailer that is not a checksum
+            "Content-Encoding: aws-chunked\r\nx-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n\
+             x-amz-decoded-content-length: 6\r\nx-amz-trailer: x-amz-acl\r\n",
+            "Content-Encoding: aws-chunked\r\nx-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n\
+             x-amz-decoded-content-length: 6\r\nx-amz-trailer: x-amz-checksum-crc32, x-amz-meta-a\r\n",
         ] {
             assert_eq!(kind(other), Streaming::Other, "{other}");
         }

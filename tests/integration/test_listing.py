@@ -458,6 +458,72 @@ def fetch_raw(port: int, target: str) -> tuple[bytes, bytes]:
     return head, body
 
 
+class SlowS3(BaseHTTPRequestHandler):
+    """A listing of 300 keys under the prefix asked for (none under
+    `empty/`), sent in pieces of 4,000 bytes a tenth of a second apart."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        prefix = q["prefix"][0]
+        n = 0 if prefix.endswith("empty/") else 300
+        parts = [f"<ListBucketResult><Prefix>{prefix}</Prefix><KeyCount>{n}</KeyCount>"
+                 "<IsTruncated>false</IsTruncated>"]
+        parts += [f"<Contents><Key>{prefix}k{i:04d}.txt</Key><Size>3</Size></Contents>"
+                  for i in range(n)]
+        body = ("".join(parts) + "</ListBucketResult>").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        for i in range(0, len(body), 4000):
+            self.wfile.write(body[i:i + 4000])
+            self.wfile.flush()
+            time.sleep(0.1)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_a_held_header_that_goes_out_without_a_body_is_all_that_goes_out(nginx, signing):
+    # the listing's header waits for its first entry; when it then goes
+    # out as a 304 (a cached page, If-None-Match: *), the rest of S3's
+    # answer must not follow it on the keep-alive connection
+    with harness.serve_http(SlowS3) as srv:
+        nginx.write_config(f"""
+    proxy_cache_path {nginx.prefix}/cache-slow levels=1:2 keys_zone=slow:1m;
+    server {{
+        listen 127.0.0.1:{nginx.port};
+{signing.directives("        ")}
+        aws_s3_addressing path;
+        location /d/ {{
+            aws_s3_autoindex on;
+            proxy_cache slow;
+            proxy_cache_valid 200 1h;
+            aws_sign;
+            proxy_pass http://127.0.0.1:{srv.server_address[1]}/{BUCKET}/d/;
+        }}
+    }}""")
+        nginx.start()
+        s = socket.create_connection(("127.0.0.1", nginx.port), timeout=10)
+        s.sendall(b"GET /d/big/ HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\n\r\n")
+        time.sleep(2.5)
+        s.sendall(b"GET /d/empty/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        s.close()
+        first, _, rest = data.partition(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 304"), data[:300]
+        # nothing between the 304 and the next response
+        assert rest.startswith(b"HTTP/1.1 404"), rest[:300]
+        assert b"k0001.txt" not in rest
+        # and without the condition, the whole listing
+        r = nginx.request("GET", "/d/big/")
+        assert r.status == 200 and r.body.count(b'href="k') == 300, r
+
+
 def test_a_server_that_pages_forever_is_not_followed_forever(nginx, signing, monkeypatch):
     monkeypatch.setattr(Paged, "total", 10**9)
     monkeypatch.setattr(Paged, "per_page", 1)
