@@ -958,8 +958,8 @@ fn sign_checked<'p>(
                         "with chunk signatures, or without one x-amz-decoded-content-length, \
                          cannot be signed again"
                     } else {
-                        "goes on unsigned (STREAMING-UNSIGNED-PAYLOAD-TRAILER), which \
-                         aws_payload signed here does not allow"
+                        "goes on unsigned (STREAMING-UNSIGNED-PAYLOAD-TRAILER), which only \
+                         S3 with aws_payload unsigned allows"
                     }
                 ),
             });

@@ -1163,31 +1163,17 @@ pub(crate) fn write_canonical_strict_query(
     pairs: &mut Vec<(u32, u32, u32)>,
     out: &mut Vec<u8>,
 ) {
-    pairs.clear();
-    let mut at = 0usize;
-    for part in query.split(|&b| b == b'&') {
-        let start = at;
-        at += part.len() + 1;
-        if part.is_empty() {
-            continue;
-        }
-        let end = start + part.len();
-        let mid = part
-            .iter()
-            .position(|&b| b == b'=')
-            .map_or(end, |i| start + i);
-        pairs.push((start as u32, mid as u32, end as u32));
-    }
-    let key = |p: &(u32, u32, u32)| &query[p.0 as usize..p.1 as usize];
-    let value = |p: &(u32, u32, u32)| query.get(p.1 as usize + 1..p.2 as usize).unwrap_or(b"");
-    pairs.sort_unstable_by(|a, b| key(a).cmp(key(b)).then_with(|| value(a).cmp(value(b))));
-    for (i, p) in pairs.iter().enumerate() {
+    let mut small = [(0u32, 0u32, 0u32); 16];
+    for (i, p) in sorted_strict_pairs(query, &mut small, pairs)
+        .iter()
+        .enumerate()
+    {
         if i > 0 {
             out.push(b'&');
         }
-        out.extend_from_slice(key(p));
+        out.extend_from_slice(pair_name(query, p));
         out.push(b'=');
-        out.extend_from_slice(value(p));
+        out.extend_from_slice(pair_value(query, p));
     }
 }
 
@@ -1199,23 +1185,17 @@ pub(crate) fn sort_repeated_names(
     scratch: &mut Vec<u8>,
     pairs: &mut Vec<(u32, u32, u32)>,
 ) {
-    pairs.clear();
     let mut small = [(0u32, 0u32, 0u32); 16];
-    let n = strict_pairs(query, &mut small, pairs);
-    let pairs = if n <= small.len() {
-        &mut small[..n]
-    } else {
-        &mut pairs[..]
-    };
     let q: &[u8] = query;
-    let key = |p: &(u32, u32, u32)| &q[p.0 as usize..p.1 as usize];
-    let value = |p: &(u32, u32, u32)| q.get(p.1 as usize + 1..p.2 as usize).unwrap_or(b"");
-    pairs.sort_by(|a, b| key(a).cmp(key(b)).then_with(|| value(a).cmp(value(b))));
-    if !pairs.windows(2).any(|w| key(&w[0]) == key(&w[1])) {
+    let sorted = sorted_strict_pairs(q, &mut small, pairs);
+    if !sorted
+        .windows(2)
+        .any(|w| pair_name(q, &w[0]) == pair_name(q, &w[1]))
+    {
         return;
     }
     scratch.clear();
-    for (i, p) in pairs.iter().enumerate() {
+    for (i, p) in sorted.iter().enumerate() {
         if i > 0 {
             scratch.push(b'&');
         }
@@ -1225,6 +1205,40 @@ pub(crate) fn sort_repeated_names(
     query.extend_from_slice(scratch);
     zeroize::Zeroize::zeroize(scratch.as_mut_slice());
     scratch.clear();
+}
+
+/// The name of a parameter of a strict query, given as offsets by
+/// [`strict_pairs`].
+fn pair_name<'q>(query: &'q [u8], p: &(u32, u32, u32)) -> &'q [u8] {
+    &query[p.0 as usize..p.1 as usize]
+}
+
+/// The value of a parameter of a strict query (empty for a bare name).
+fn pair_value<'q>(query: &'q [u8], p: &(u32, u32, u32)) -> &'q [u8] {
+    query.get(p.1 as usize + 1..p.2 as usize).unwrap_or(b"")
+}
+
+/// The parameters of a strict query (see [`strict_pairs`]) sorted by name
+/// then value, in a stable order (`a` stays before `a=`): held in `small`
+/// while they fit, else in `large`.
+fn sorted_strict_pairs<'p>(
+    query: &[u8],
+    small: &'p mut [(u32, u32, u32); 16],
+    large: &'p mut Vec<(u32, u32, u32)>,
+) -> &'p [(u32, u32, u32)] {
+    large.clear();
+    let n = strict_pairs(query, small, large);
+    let pairs = if n <= small.len() {
+        &mut small[..n]
+    } else {
+        &mut large[..]
+    };
+    pairs.sort_by(|a, b| {
+        pair_name(query, a)
+            .cmp(pair_name(query, b))
+            .then_with(|| pair_value(query, a).cmp(pair_value(query, b)))
+    });
+    pairs
 }
 
 /// The parameters of a strict query as (start, `=` or end, end) offsets,

@@ -579,11 +579,17 @@ fn check_s3(
             None => Addressing::Virtual,
         }
     } else {
+        // `Host: bucket`: a CNAME bucket to AWS
+        let cname = s3
+            .buckets
+            .iter()
+            .any(|b| name.eq_ignore_ascii_case(b.as_bytes()));
         let virtual_ok = same_port(port, ep_port)
-            && s3.buckets.iter().any(|b| {
-                is_bucket_host(name, b.as_bytes(), ep_name)
-                    || name.eq_ignore_ascii_case(b.as_bytes())
-            });
+            && (cname
+                || s3
+                    .buckets
+                    .iter()
+                    .any(|b| is_bucket_host(name, b.as_bytes(), ep_name)));
         match s3.addressing {
             Some(Addressing::Virtual) if virtual_ok => Addressing::Virtual,
             Some(Addressing::Virtual) => return Err(Refusal::Host),
@@ -591,14 +597,9 @@ fn check_s3(
             Some(Addressing::Path) if !path_bucket => return Err(Refusal::Bucket),
             Some(Addressing::Path) => Addressing::Path,
             None if virtual_ok => {
-                // `Host: bucket` is a CNAME bucket to AWS, but a server that
-                // routes by path reads the path's first segment as the
-                // bucket: without `aws_s3_addressing virtual`, the request
-                // must pass as path style too
-                let cname = s3
-                    .buckets
-                    .iter()
-                    .any(|b| name.eq_ignore_ascii_case(b.as_bytes()));
+                // a server that routes by path reads a CNAME bucket's path's
+                // first segment as the bucket: without `aws_s3_addressing
+                // virtual`, the request must pass as path style too
                 if cname {
                     if !path_bucket {
                         return Err(Refusal::Bucket);

@@ -1044,6 +1044,16 @@ mod tests {
 
     /// Signs `raw` with the S3 API reference example's credentials.
     fn sign_test_head(raw: &[u8], forward: &[String]) -> SignedHead {
+        sign_test_body(raw, forward, EMPTY_PAYLOAD_SHA256, false)
+    }
+
+    /// [`sign_test_head`] with a payload hash and `streaming` of its own.
+    fn sign_test_body(
+        raw: &[u8],
+        forward: &[String],
+        payload_hash: &str,
+        streaming: bool,
+    ) -> SignedHead {
         let scope = Scope::parse("20130524/us-east-1/s3/aws4_request").unwrap();
         let key = derive_signing_key(b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", &scope);
         let how = HeadSigning {
@@ -1053,12 +1063,12 @@ mod tests {
                 key: &key,
             },
             amz_date: "20130524T000000Z",
-            payload_hash: EMPTY_PAYLOAD_SHA256,
+            payload_hash,
             content_sha256_header: true,
             session_token: None,
             rules: PathRules::S3,
             forward,
-            streaming: false,
+            streaming,
         };
         let policy = crate::policy::Policy::permissive(PathRules::S3);
         let checked = crate::policy::check(raw, &policy, &Default::default()).unwrap();
@@ -1128,25 +1138,7 @@ mod tests {
         let raw = b"PUT /k HTTP/1.1\r\nHost: h\r\nContent-Encoding: aws-chunked\r\n\
 x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\nx-amz-decoded-content-length: 6\r\n\
 x-amz-trailer: x-amz-checksum-crc32\r\nx-amz-meta-x: y\r\nContent-Length: 9\r\n\r\n";
-        let scope = Scope::parse("20130524/us-east-1/s3/aws4_request").unwrap();
-        let key = derive_signing_key(b"secret", &scope);
-        let how = HeadSigning {
-            creds: Credentials {
-                access_key: "AK",
-                scope: &scope,
-                key: &key,
-            },
-            amz_date: "20130524T000000Z",
-            payload_hash: STREAMING_UNSIGNED_TRAILER,
-            content_sha256_header: true,
-            session_token: None,
-            rules: PathRules::S3,
-            forward: &[],
-            streaming: true,
-        };
-        let policy = crate::policy::Policy::permissive(PathRules::S3);
-        let checked = crate::policy::check(raw, &policy, &Default::default()).unwrap();
-        let s = sign_head(&checked, &how);
+        let s = sign_test_body(raw, &[], STREAMING_UNSIGNED_TRAILER, true);
         let text = String::from_utf8(s.head.clone()).unwrap();
         assert!(
             text.contains("\r\nx-amz-decoded-content-length: 6\r\n"),

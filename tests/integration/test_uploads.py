@@ -411,12 +411,16 @@ def test_botocore_put_object_over_https(nginx, recorder, signing, s3, tmp_path, 
         f"listen 127.0.0.1:{nginx.port};\n        listen 127.0.0.1:{tls} ssl;\n"
         f"        ssl_certificate {cert};\n        ssl_certificate_key {key};", 1))
     nginx.start()
-    client = botocore.session.get_session().create_client(
-        "s3", region_name="us-east-1", endpoint_url=f"https://127.0.0.1:{tls}",
-        aws_access_key_id="AKIDCLIENT", aws_secret_access_key="client-secret", verify=False,
-        config=botocore.config.Config(s3={"addressing_style": "path"},
-                                      request_checksum_calculation="when_supported",
-                                      retries={"max_attempts": 1}))
+
+    def sdk(checksums: str):
+        return botocore.session.get_session().create_client(
+            "s3", region_name="us-east-1", endpoint_url=f"https://127.0.0.1:{tls}",
+            aws_access_key_id="AKIDCLIENT", aws_secret_access_key="client-secret", verify=False,
+            config=botocore.config.Config(s3={"addressing_style": "path"},
+                                          request_checksum_calculation=checksums,
+                                          retries={"max_attempts": 1}))
+
+    client = sdk("when_supported")
     data = os.urandom(300 * 1024)
     key_name = f"up/sdk-{payload}.bin"
     if payload == "unsigned":
@@ -432,11 +436,5 @@ def test_botocore_put_object_over_https(nginx, recorder, signing, s3, tmp_path, 
         assert recorder.requests == []
         # the SDK sends a plain body when told to compute checksums only
         # where required
-        plain = botocore.session.get_session().create_client(
-            "s3", region_name="us-east-1", endpoint_url=f"https://127.0.0.1:{tls}",
-            aws_access_key_id="AKIDCLIENT", aws_secret_access_key="client-secret", verify=False,
-            config=botocore.config.Config(s3={"addressing_style": "path"},
-                                          request_checksum_calculation="when_required",
-                                          retries={"max_attempts": 1}))
-        plain.put_object(Bucket=BUCKET, Key=key_name, Body=data)
+        sdk("when_required").put_object(Bucket=BUCKET, Key=key_name, Body=data)
         assert s3.client.get_object(Bucket=BUCKET, Key=key_name)["Body"].read() == data
