@@ -182,6 +182,7 @@ impl LocConf {
                 endpoint: self.endpoint(),
                 listing: self.listing == Some(true),
             }),
+            forward_amz: self.forward(),
         }
     }
 
@@ -1116,12 +1117,19 @@ fn parse_forward(values: &[&[u8]]) -> Result<Vec<String>, String> {
         if v.eq_ignore_ascii_case(b"none") {
             return Err("\"none\" cannot be combined with header names".into());
         }
-        if !v.iter().all(token) || !aws_signer::wire::is_owned_header(v) {
+        // `x-amz-meta-*`: every header with that prefix
+        let name = v.strip_suffix(b"*").unwrap_or(v);
+        if name.len() < v.len() && name.len() <= "x-amz-".len() {
+            return Err(format!(
+                "\"{shown}\": a pattern needs more than \"x-amz-\" before its '*' (x-amz-meta-*)"
+            ));
+        }
+        if !name.iter().all(token) || !aws_signer::wire::is_owned_header(name) {
             return Err(format!(
                 "\"{shown}\" is not an x-amz-* header name (other headers are forwarded as usual)"
             ));
         }
-        if !aws_signer::wire::is_forwardable(v) {
+        if !aws_signer::wire::is_forwardable(name) {
             return Err(format!(
                 "\"{shown}\" is set by the module itself and cannot be forwarded"
             ));

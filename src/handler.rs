@@ -400,6 +400,19 @@ unsafe extern "C" fn request_body_filter(
     // SAFETY: nginx calls body filters with the live request and a chain of
     // live buffers; NEXT_REQUEST_BODY_FILTER was set at postconfiguration.
     unsafe {
+        if loc_conf(r).is_some_and(|lc| !lc.hashes_body && lc.credentials.is_some()) {
+            // No hash to take, but a date: a body read whole before the
+            // head goes out (nginx's buffering) can take longer than AWS's
+            // 15 minutes of clock skew, so the clock is read again at its
+            // end, provided nothing was signed yet.
+            if r == (*r).main && chain_has_last(input) {
+                if let Some(ctx) = crate::existing_ctx(r)
+                    .filter(|c| c.signed_upstream.is_null() && c.authorization.len == 0)
+                {
+                    ctx.set_clock((*ngx::ffi::ngx_cached_time).sec);
+                }
+            }
+        }
         if let Some(lc) = loc_conf(r).filter(|lc| lc.hashes_body) {
             if r == (*r).main {
                 if let Some(ctx) = request_ctx(r).filter(|c| !c.body_done) {
@@ -443,6 +456,23 @@ unsafe extern "C" fn request_body_filter(
             None => Status::NGX_ERROR.into(),
         }
     }
+}
+
+/// True when a chain holds the last buffer of the body.
+///
+/// # Safety
+/// `cl` is NULL or a live chain of live buffers.
+unsafe fn chain_has_last(mut cl: *mut ngx_chain_t) -> bool {
+    // SAFETY: see the contract.
+    unsafe {
+        while !cl.is_null() {
+            if !(*cl).buf.is_null() && (*(*cl).buf).last_buf() != 0 {
+                return true;
+            }
+            cl = (*cl).next;
+        }
+    }
+    false
 }
 
 /// True for the upstreams whose request head the proxy module builds
@@ -767,7 +797,7 @@ unsafe fn sign_first_buffer(
     // SAFETY: start..start+total is request pool memory holding the signed
     // head then the rest of the old buffer; the buffer is pointed at it.
     unsafe {
-        if token && !crate::wipe_with_pool(pool, start, total) {
+        if token > 0 && !crate::wipe_with_pool(pool, start, total) {
             return Err(server_error);
         }
         (*b).start = start;
@@ -779,6 +809,23 @@ unsafe fn sign_first_buffer(
             len: auth.len(),
             data: start.add(auth.start),
         };
+        // where the token line is, for blanking it out of an error answer
+        // that echoes the canonical request (see crate::redact)
+        ctx.token_len = 0;
+        // the head ends "x-amz-security-token: TOKEN\r\nAuthorization: "
+        // before the Authorization value (see HeadSignature::emit)
+        const LINE: &[u8] = b"x-amz-security-token: ";
+        const AFTER: usize = "\r\nAuthorization: ".len();
+        if let Some(at) = auth
+            .start
+            .checked_sub(AFTER + token + LINE.len())
+            .filter(|_| token > 0)
+        {
+            let head = std::slice::from_raw_parts(start, auth.start);
+            if head.get(at..at + LINE.len()) == Some(LINE) {
+                ctx.token_len = u32::try_from(token).unwrap_or(0);
+            }
+        }
     }
     Ok(())
 }
@@ -829,7 +876,7 @@ fn sign_wire_head<'p>(
     client: &Client<'_>,
     debug: &dyn Fn(&HeadSignature, &Workspace, Option<&str>),
     place: &mut dyn FnMut(usize) -> Option<&'p mut [u8]>,
-) -> Result<(&'p mut [u8], std::ops::Range<usize>, bool), Refused> {
+) -> Result<(&'p mut [u8], std::ops::Range<usize>, usize), Refused> {
     let Some(creds) = lc.credentials.as_ref() else {
         return Err(Refused::server_error(
             LogReason::NoKey,
@@ -861,6 +908,7 @@ fn sign_wire_head<'p>(
                     })
                 }
             };
+            let own_listing = policy.s3.as_ref().is_some_and(|s3| s3.listing);
             if let (Some(s3), Some(_)) = (policy.s3.as_mut(), list) {
                 // a listing page lists, whatever aws_s3_listing says
                 s3.listing = true;
@@ -895,6 +943,15 @@ fn sign_wire_head<'p>(
                                (answering 403)"
                             .into(),
                     });
+                } else if !own_listing {
+                    // not a listing after all: the head goes out as it is,
+                    // so under the location's own rules (`/bucket/x/..`
+                    // would otherwise pass as the bucket itself)
+                    if let Some(s3) = policy.s3.as_mut() {
+                        s3.listing = false;
+                    }
+                    ws.recycle(checked);
+                    checked = policy::check_in(bytes, &policy, client, &mut ws).map_err(refused)?;
                 }
                 if background.is_none() {
                     crate::listing::sent(state, prefix);
@@ -904,8 +961,8 @@ fn sign_wire_head<'p>(
                 lc, state, amz_date, &set, rules, &checked, &mut ws, debug, place,
             );
             ws.recycle(checked);
-            let token = set.token.is_some();
-            if token {
+            let token = set.token.map_or(0, str::len);
+            if token > 0 {
                 ws.wipe();
             }
             outcome.map(|(mem, auth, sent, n)| (mem, auth, sent, n, token))
@@ -913,7 +970,7 @@ fn sign_wire_head<'p>(
     });
     let (mem, auth, sent, n, token) = result.map_err(unavailable)??;
     ctx.sent_sha = sent;
-    ctx.sent_sha_len = n;
+    ctx.sent_sha_len = n as u8;
     Ok((mem, auth, token))
 }
 
@@ -955,8 +1012,8 @@ fn sign_checked<'p>(
                 text: format!(
                     "refused: an aws-chunked upload {} (answering 400)",
                     if streaming == Streaming::Other {
-                        "with chunk signatures, or without one x-amz-decoded-content-length, \
-                         cannot be signed again"
+                        "with chunk signatures, without one x-amz-decoded-content-length, or \
+                         framed without Content-Encoding: aws-chunked, cannot be signed again"
                     } else {
                         "goes on unsigned (STREAMING-UNSIGNED-PAYLOAD-TRAILER), which only \
                          S3 with aws_payload unsigned allows"
@@ -1294,7 +1351,7 @@ pub unsafe fn presigned_url(r: *mut ngx_http_request_t, ctx: &RequestCtx) -> Opt
 /// `r` must be a live request.
 pub unsafe fn content_sha256_value(r: *mut ngx_http_request_t, ctx: &RequestCtx) -> &[u8] {
     if ctx.sent_sha_len > 0 {
-        return &ctx.sent_sha[..ctx.sent_sha_len];
+        return &ctx.sent_sha[..usize::from(ctx.sent_sha_len)];
     }
     // SAFETY: r is live.
     let (has_body, lc) = unsafe {

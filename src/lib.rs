@@ -34,6 +34,7 @@ pub mod fetch;
 pub mod handler;
 pub mod listing;
 pub mod metrics;
+pub mod redact;
 pub mod role;
 pub mod variables;
 
@@ -74,6 +75,8 @@ impl HttpModule for Module {
             // SAFETY: postconfiguration is where header filters are chained in.
             unsafe { metrics::install_header_filter() };
         }
+        // SAFETY: postconfiguration is where filters are chained in.
+        unsafe { redact::install_filters() };
         if Module::main_conf(cf_ref).is_some_and(|m| m.autoindex) {
             // SAFETY: postconfiguration is where filters are chained in.
             unsafe { listing::install_filters() };
@@ -90,6 +93,59 @@ impl HttpModule for Module {
         // SAFETY: called during postconfiguration, before variables are indexed.
         unsafe { variables::hook_proxy_variables(cf) }
     }
+}
+
+/// A header filter `header_filter` and a body filter `body_filter` of the
+/// module file it is used in: their links to the next filters, the
+/// `install_filters` that puts them at the top of nginx's chains, and
+/// `next_header` / `next_body` to call the next ones.
+#[macro_export]
+macro_rules! output_filters {
+    ($what:literal) => {
+        static mut NEXT_HEADER_FILTER: ngx::ffi::ngx_http_output_header_filter_pt = None;
+        static mut NEXT_BODY_FILTER: ngx::ffi::ngx_http_output_body_filter_pt = None;
+
+        #[doc = concat!("Puts ", $what, " at the top.")]
+        ///
+        /// # Safety
+        /// Call from postconfiguration only (nginx is single-threaded then).
+        pub unsafe fn install_filters() {
+            // SAFETY: see the contract; the statics are only written here.
+            unsafe {
+                NEXT_HEADER_FILTER = ngx::ffi::ngx_http_top_header_filter;
+                ngx::ffi::ngx_http_top_header_filter = Some(header_filter);
+                NEXT_BODY_FILTER = ngx::ffi::ngx_http_top_body_filter;
+                ngx::ffi::ngx_http_top_body_filter = Some(body_filter);
+            }
+        }
+
+        /// # Safety
+        /// `r` must be a live request; in a header filter.
+        #[allow(dead_code)]
+        unsafe fn next_header(r: *mut ngx::ffi::ngx_http_request_t) -> ngx::ffi::ngx_int_t {
+            // SAFETY: set at postconfiguration, before any request.
+            match unsafe { NEXT_HEADER_FILTER } {
+                // SAFETY: the next filter, called as nginx would.
+                Some(next) => unsafe { next(r) },
+                None => ngx::core::Status::NGX_ERROR.into(),
+            }
+        }
+
+        /// # Safety
+        /// `r` must be a live request; in a body filter.
+        #[allow(dead_code)]
+        unsafe fn next_body(
+            r: *mut ngx::ffi::ngx_http_request_t,
+            chain: *mut ngx::ffi::ngx_chain_t,
+        ) -> ngx::ffi::ngx_int_t {
+            // SAFETY: set at postconfiguration, before any request.
+            match unsafe { NEXT_BODY_FILTER } {
+                // SAFETY: the next filter, called as nginx would.
+                Some(next) => unsafe { next(r, chain) },
+                None => ngx::core::Status::NGX_ERROR.into(),
+            }
+        }
+    };
 }
 
 /// Adds a shared memory zone named `name` of `size` bytes whose `init`
@@ -481,7 +537,7 @@ pub struct RequestCtx {
     pub wait_until_ms: i64,
     /// The `x-amz-content-sha256` value sent (valid when `sent_sha_len` > 0).
     pub sent_sha: [u8; 64],
-    pub sent_sha_len: usize,
+    pub sent_sha_len: u8,
     /// A presigned URL or a `$s3_auth_token` outside the proxy was counted.
     pub counted_signed: bool,
     /// The upstream's answer to the signed request was counted.
@@ -490,9 +546,32 @@ pub struct RequestCtx {
     pub counted_refused: std::cell::Cell<bool>,
     /// A page of an `aws_s3_autoindex` listing (pool memory), or NULL.
     pub listing: *mut listing::Listing,
+    /// The length of the session token the head was signed with (0
+    /// without one): it is in the signed head just before the
+    /// `Authorization` line (see [`RequestCtx::token`]).
+    pub token_len: u32,
+    /// Blanking the token out of an error answer's body (see `redact`):
+    /// request pool memory, or NULL.
+    pub redacting: *mut aws_signer::redact::Redactor,
 }
 
 impl RequestCtx {
+    /// The session token the head was signed with, in the signed head
+    /// (request pool memory, wiped with the pool): it ends its line just
+    /// before `\r\nAuthorization: ` (see `HeadSignature::emit`). Empty
+    /// without one.
+    pub fn token(&self) -> &[u8] {
+        const AFTER: usize = "\r\nAuthorization: ".len();
+        let len = self.token_len as usize;
+        if len == 0 || self.authorization.data.is_null() {
+            return &[];
+        }
+        // SAFETY: token_len is set only when the signed head, in pool
+        // memory, holds the token line right before the Authorization line
+        // whose value `authorization` points at.
+        unsafe { std::slice::from_raw_parts(self.authorization.data.sub(AFTER + len), len) }
+    }
+
     pub fn amz_date(&self) -> &str {
         // The bytes come from aws_signer::amz_date, which writes ASCII only.
         std::str::from_utf8(&self.amz_date).unwrap_or("")
@@ -550,6 +629,8 @@ pub unsafe fn request_ctx(r: *mut ngx_http_request_t) -> Option<&'static mut Req
             counted_upstream: false,
             counted_refused: std::cell::Cell::new(false),
             listing: ptr::null_mut(),
+            token_len: 0,
+            redacting: ptr::null_mut(),
         });
         ngx::http::Request::from_ngx_http_request(r)
             .set_module_ctx(p as *mut c_void, Module::module());

@@ -19,11 +19,9 @@ use std::ptr;
 use aws_signer::listing::{self, Entry, Format, ListReader};
 use ngx::core::{Pool, Status};
 use ngx::ffi::{
-    ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains,
-    ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt, ngx_http_request_t,
-    ngx_http_send_special, ngx_http_subrequest, ngx_http_top_body_filter,
-    ngx_http_top_header_filter, ngx_int_t, ngx_palloc, ngx_pnalloc, ngx_read_file, ngx_str_t,
-    ngx_uint_t, NGX_HTTP_HEAD, NGX_HTTP_LAST, NGX_HTTP_NOT_FOUND, NGX_LOG_ERR,
+    ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains, ngx_http_request_t,
+    ngx_http_send_special, ngx_http_subrequest, ngx_int_t, ngx_palloc, ngx_pnalloc, ngx_read_file,
+    ngx_str_t, ngx_uint_t, NGX_HTTP_HEAD, NGX_HTTP_LAST, NGX_HTTP_NOT_FOUND, NGX_LOG_ERR,
 };
 use ngx::ngx_log_error;
 
@@ -278,45 +276,10 @@ unsafe fn shared_of(r: *mut ngx_http_request_t) -> *mut Shared {
         .map_or(ptr::null_mut(), |s| s as *mut Shared)
 }
 
-static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
-static mut NEXT_BODY_FILTER: ngx_http_output_body_filter_pt = None;
-
-/// Puts the listing's header and body filters at the top, in a
-/// configuration with `aws_s3_autoindex on`.
-///
-/// # Safety
-/// Call from postconfiguration only (nginx is single-threaded then).
-pub unsafe fn install_filters() {
-    // SAFETY: see the contract; the statics are only written here.
-    unsafe {
-        NEXT_HEADER_FILTER = ngx_http_top_header_filter;
-        ngx_http_top_header_filter = Some(header_filter);
-        NEXT_BODY_FILTER = ngx_http_top_body_filter;
-        ngx_http_top_body_filter = Some(body_filter);
-    }
-}
-
-/// # Safety
-/// `r` must be a live request; in a header filter.
-unsafe fn next_header(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: set at postconfiguration, before any request.
-    match unsafe { NEXT_HEADER_FILTER } {
-        // SAFETY: the next filter, called as nginx would.
-        Some(next) => unsafe { next(r) },
-        None => Status::NGX_ERROR.into(),
-    }
-}
-
-/// # Safety
-/// `r` must be a live request; in a body filter.
-unsafe fn next_body(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
-    // SAFETY: set at postconfiguration, before any request.
-    match unsafe { NEXT_BODY_FILTER } {
-        // SAFETY: the next filter, called as nginx would.
-        Some(next) => unsafe { next(r, chain) },
-        None => Status::NGX_ERROR.into(),
-    }
-}
+crate::output_filters!(
+    "the listing's header and body filters, in a configuration with \
+     `aws_s3_autoindex on`"
+);
 
 unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls header filters with a live request.

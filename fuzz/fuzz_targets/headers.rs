@@ -53,6 +53,7 @@ fuzz_target!(|data: &[u8]| {
             endpoint: "s3.amazonaws.com",
             listing: false,
         }),
+        forward_amz: &[],
     };
     let client = Client { uri: data, target: data };
     for policy in [Policy::permissive(PathRules::S3), strict] {

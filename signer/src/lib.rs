@@ -55,6 +55,7 @@ pub mod http1;
 pub mod listing;
 pub mod metrics;
 pub mod policy;
+pub mod redact;
 pub mod sources;
 pub mod sts;
 pub mod wire;

@@ -633,6 +633,7 @@ mod tests {
                 endpoint: "s3.amazonaws.com",
                 listing: true,
             }),
+            forward_amz: &[],
         }
     }
 

@@ -147,6 +147,9 @@ pub struct Policy<'a> {
     pub query: QueryPolicy<'a>,
     /// Bucket rules, for an S3 key; `None` for other services.
     pub s3: Option<S3Policy<'a>>,
+    /// The client `x-amz-*` headers forwarded (`aws_forward_amz_headers`):
+    /// a write with another one is refused (see [`Refusal::Dropped`]).
+    pub forward_amz: &'a [String],
 }
 
 impl Policy<'_> {
@@ -157,6 +160,7 @@ impl Policy<'_> {
             rules,
             query: QueryPolicy::All,
             s3: None,
+            forward_amz: &[],
         }
     }
 }
@@ -191,6 +195,11 @@ pub enum Refusal {
     /// A request for the bucket itself (ListObjects, bucket operations)
     /// where listing is off, or with a method other than GET or HEAD.
     BucketRequest,
+    /// A write (any method but GET and HEAD) with a query parameter or an
+    /// `x-amz-*` header that is not forwarded: without it the service
+    /// would do another operation (`PUT ?tagging` becomes an overwrite,
+    /// `x-amz-copy-source` an empty object), so it is refused, not dropped.
+    Dropped,
 }
 
 impl Refusal {
@@ -198,7 +207,7 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
             Refusal::Head(e) if !e.is_injected() => 500,
-            Refusal::Head(_) | Refusal::Fragment | Refusal::Injected => 400,
+            Refusal::Head(_) | Refusal::Fragment | Refusal::Injected | Refusal::Dropped => 400,
             Refusal::Method => 405,
             Refusal::Host | Refusal::Bucket | Refusal::Climb | Refusal::BucketRequest => 403,
         }
@@ -209,7 +218,7 @@ impl Refusal {
         match self {
             Refusal::Head(e) if !e.is_injected() => "head",
             Refusal::Head(_) | Refusal::Injected | Refusal::Fragment => "injected",
-            Refusal::Method => "method",
+            Refusal::Method | Refusal::Dropped => "method",
             Refusal::Host | Refusal::Bucket | Refusal::Climb => "bucket",
             Refusal::BucketRequest => "listing",
         }
@@ -231,6 +240,10 @@ impl fmt::Display for Refusal {
             Refusal::BucketRequest => {
                 f.write_str("a request for the bucket itself (aws_s3_listing)")
             }
+            Refusal::Dropped => f.write_str(
+                "a write carries a query parameter or x-amz-* header that is not forwarded \
+                 (aws_forward_query_params, aws_forward_amz_headers)",
+            ),
         }
     }
 }
@@ -324,6 +337,9 @@ pub fn check_in<'a>(
     if !policy.methods.allows(head.method) {
         return refuse(Refusal::Method, head, ws);
     }
+    // a write goes out with every part that says which operation it is,
+    // or not at all
+    let write = !matches!(head.method, b"GET" | b"HEAD");
     let mut path = std::mem::take(&mut ws.path);
     path.clear();
     match policy.rules {
@@ -333,6 +349,13 @@ pub fn check_in<'a>(
     let mut key_start = 0;
     if let Some(s3) = &policy.s3 {
         match check_s3(&head, &path, policy.rules == PathRules::S3, s3) {
+            Ok(_)
+                if !policy.forward_amz.is_empty()
+                    && !copy_source_in_bucket(&head, policy.forward_amz, s3) =>
+            {
+                ws.path = path;
+                return refuse(Refusal::Bucket, head, ws);
+            }
             Ok(start) => key_start = start,
             Err(kind) => {
                 ws.path = path;
@@ -342,13 +365,28 @@ pub fn check_in<'a>(
     }
     let mut query = std::mem::take(&mut ws.query);
     query.clear();
-    let query_in_order =
-        write_strict_query_in_order(head.query, &|name| policy.query.keeps(name), &mut query);
+    let (query_in_order, dropped) = if write {
+        strict_query_of_write(head.query, policy, &mut query)
+    } else {
+        let keep = |name: &[u8]| policy.query.keeps(name);
+        (
+            write_strict_query_in_order(head.query, &keep, &mut query),
+            false,
+        )
+    };
+
     if !query_in_order && policy.rules == PathRules::S3 {
         // a name given twice goes out with its values in the order they
         // are signed in: servers that keep the order a name's values came
         // in (MinIO) then agree with those that sort them (AWS)
         crate::sort_repeated_names(&mut query, &mut ws.scratch, &mut ws.pairs);
+    }
+    // a write goes out with every part that says which operation it is,
+    // or not at all
+    if write && (dropped || header_dropped_on_write(head.raw, &head.lines, policy)) {
+        ws.path = path;
+        ws.query = query;
+        return refuse(Refusal::Dropped, head, ws);
     }
     Ok(Checked {
         head,
@@ -358,6 +396,66 @@ pub fn check_in<'a>(
         rules: policy.rules,
         key_start,
     })
+}
+
+/// With `x-amz-copy-source` forwarded (CopyObject, UploadPartCopy read
+/// the object it names), that object must be in a configured bucket too:
+/// `[/]bucket/key[?versionId=...]`, percent-decoded, with no `.` or `..`
+/// segment in the key (a server that resolves them would read elsewhere).
+/// An access point ARN is refused: its bucket cannot be told.
+fn copy_source_in_bucket(head: &Head<'_>, forward: &[String], s3: &S3Policy<'_>) -> bool {
+    const NAME: &str = "x-amz-copy-source";
+    if !crate::wire::is_listed(NAME.as_bytes(), forward) {
+        return true;
+    }
+    head.headers()
+        .filter(|(name, ..)| name.eq_ignore_ascii_case(NAME.as_bytes()))
+        .all(|(_, value, _)| {
+            let raw = value.split(|&b| b == b'?').next().unwrap_or(b"");
+            let mut source = Vec::with_capacity(raw.len());
+            crate::decode_into(raw, &mut source);
+            let source = source.strip_prefix(b"/").unwrap_or(&source);
+            let Some(slash) = source.iter().position(|&b| b == b'/') else {
+                return false;
+            };
+            let (bucket, key) = (&source[..slash], &source[slash + 1..]);
+            !key.is_empty()
+                && !source.starts_with(b"arn:")
+                && (s3.buckets.is_empty() || s3.buckets.iter().any(|b| b.as_bytes() == bucket))
+                && !key
+                    .split(|&b| b == b'/')
+                    .any(|seg| seg == b"." || seg == b"..")
+        })
+}
+
+/// For a write: an `x-amz-*` header signing would drop.
+#[inline(never)]
+fn header_dropped_on_write(raw: &[u8], lines: &[crate::wire::Line], policy: &Policy<'_>) -> bool {
+    crate::wire::dropped_on_write(raw, lines, policy.forward_amz).is_some()
+}
+
+/// For a write: the strict query, whether it is in canonical order, and
+/// whether a parameter that names the operation was dropped.
+#[inline(never)]
+fn strict_query_of_write(raw: &[u8], policy: &Policy<'_>, out: &mut Vec<u8>) -> (bool, bool) {
+    let dropped = std::cell::Cell::new(false);
+    let keep = |name: &[u8]| {
+        let kept = policy.query.keeps(name);
+        if !kept && !harmless_to_drop(name) {
+            dropped.set(true);
+        }
+        kept
+    };
+    let in_order = write_strict_query_in_order(raw, &keep, out);
+    (in_order, dropped.get())
+}
+
+/// Query parameters (strict names) a write may lose on the way without
+/// becoming another operation: the query-signing `X-Amz-*` ones (the
+/// request is signed again) and `x-id`, which SDKs add to name the
+/// operation for logs.
+fn harmless_to_drop(strict_name: &[u8]) -> bool {
+    is_amz_param(strict_name) || strict_name == b"x-id"
 }
 
 /// Method, `Host` and target of a head, for a log line.
@@ -378,32 +476,31 @@ fn describe(head: &Head<'_>) -> String {
 /// True when a line of the decoded URI (what follows a CR or LF in it) is
 /// found at the start of a line of the head: a `%0D%0A` in the client's
 /// URI reached the head through `$uri` or a capture.
+///
+/// Each line start of the head is compared with each URI line, so the
+/// work is head lines times URI lines, each comparison ending at the
+/// first byte that differs; past a bound on that product (a URI of
+/// thousands of line breaks against a head of thousands of lines) the
+/// request is taken as injected rather than checked.
 fn uri_line_in_head(uri: &[u8], head: &[u8]) -> bool {
+    const MAX_PAIRS: usize = 1 << 16;
     let is_break = |b: &u8| *b == b'\r' || *b == b'\n';
     if memchr::memchr2(b'\r', b'\n', uri).is_none() {
         return false;
     }
-    let mut rest = uri;
-    while let Some(i) = rest.iter().position(is_break) {
-        let after = &rest[i..];
-        let start = after
-            .iter()
-            .position(|b| !is_break(b))
-            .unwrap_or(after.len());
-        let line_and_more = &after[start..];
-        let end = line_and_more
-            .iter()
-            .position(is_break)
-            .unwrap_or(line_and_more.len());
-        let line = &line_and_more[..end];
-        if !line.is_empty()
-            && head
-                .windows(line.len() + 1)
-                .any(|w| w[0] == b'\n' && &w[1..] == line)
-        {
+    // the lines after a break: what follows a CR or LF up to the next one
+    let uri_lines = || uri.split(is_break).skip(1).filter(|l| !l.is_empty());
+    let n_uri = uri_lines().count();
+    let mut pairs = 0usize;
+    for nl in memchr::memchr_iter(b'\n', head) {
+        pairs += n_uri;
+        if pairs > MAX_PAIRS {
             return true;
         }
-        rest = line_and_more;
+        let rest = &head[nl + 1..];
+        if uri_lines().any(|line| rest.starts_with(line)) {
+            return true;
+        }
     }
     false
 }
@@ -725,6 +822,7 @@ mod tests {
                 endpoint: "s3.amazonaws.com",
                 listing,
             }),
+            forward_amz: &[],
         }
     }
 
@@ -926,6 +1024,132 @@ mod tests {
         assert_eq!(delete("/other/", "my-bucket"), Refusal::Bucket);
         // aws_s3_addressing virtual: the CNAME bucket as AWS reads it
         assert!(ok(&virt, "/other/k", "my-bucket"));
+    }
+
+    #[test]
+    fn a_write_that_would_lose_what_names_its_operation_is_refused() {
+        let names = [b"uploadId".to_vec(), b"partNumber".to_vec()];
+        let forward = ["x-amz-meta-colour".to_string()];
+        let p = Policy {
+            methods: MethodSet::ALL,
+            query: QueryPolicy::Only(&names),
+            forward_amz: &forward,
+            ..Policy::permissive(PathRules::S3)
+        };
+        let with = |method: &str, target: &str, extra: &str| {
+            let raw = format!("{method} {target} HTTP/1.1\r\nHost: h\r\n{extra}\r\n");
+            verdict(&p, raw.as_bytes())
+        };
+        // parameters: dropped from reads, refused on writes
+        assert_eq!(
+            with("GET", "/b/k?tagging", ""),
+            Ok(("/b/k".into(), "".into()))
+        );
+        assert_eq!(with("PUT", "/b/k?tagging", ""), Err(Refusal::Dropped));
+        assert_eq!(with("DELETE", "/b/k?tagging", ""), Err(Refusal::Dropped));
+        assert_eq!(with("POST", "/b/k?restore", ""), Err(Refusal::Dropped));
+        assert_eq!(with("PUT", "/b/k?acl=", ""), Err(Refusal::Dropped));
+        // but the forwarded ones, the SDKs' x-id and query-signing leftovers
+        assert_eq!(
+            with("PUT", "/b/k?partNumber=1&uploadId=u&x-id=UploadPart", ""),
+            Ok(("/b/k".into(), "partNumber=1&uploadId=u".into()))
+        );
+        assert!(with("PUT", "/b/k?X-Amz-Date=x&X-Amz-Signature=y", "").is_ok());
+        // headers: the same
+        let copy = "x-amz-copy-source: other/secret\r\n";
+        assert!(with("GET", "/b/k", copy).is_ok());
+        assert_eq!(with("PUT", "/b/k", copy), Err(Refusal::Dropped));
+        assert_eq!(
+            with("PUT", "/b/k", "X-Amz-Tagging: a=b\r\n"),
+            Err(Refusal::Dropped)
+        );
+        assert_eq!(
+            with("DELETE", "/b/k", "x-amz-mfa: 1 2\r\n"),
+            Err(Refusal::Dropped)
+        );
+        assert!(with("PUT", "/b/k", "X-Amz-Meta-Colour: red\r\n").is_ok());
+        assert_eq!(
+            with("PUT", "/b/k", "X-Amz-Meta-Size: 9\r\n"),
+            Err(Refusal::Dropped)
+        );
+        let pattern = ["x-amz-meta-*".to_string()];
+        let p = Policy {
+            forward_amz: &pattern,
+            ..p
+        };
+        let raw = b"PUT /b/k HTTP/1.1\r\nHost: h\r\nX-Amz-Meta-Size: 9\r\nx-amz-meta-a: b\r\n\r\n";
+        assert!(verdict(&p, raw).is_ok());
+        let raw = b"PUT /b/k HTTP/1.1\r\nHost: h\r\nx-amz-metadata-directive: COPY\r\n\r\n";
+        assert_eq!(verdict(&p, raw).map(|_| ()), Err(Refusal::Dropped));
+        // what SDKs add on their own, and the signer's own headers
+        assert!(with(
+            "PUT",
+            "/b/k",
+            "x-amz-checksum-crc32: AAAAAA==\r\nx-amz-sdk-checksum-algorithm: CRC32\r\n\
+             x-amz-date: 1\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nAuthorization: x\r\n"
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn uri_lines_are_looked_for_at_line_starts_with_a_bound_on_the_work() {
+        let head = b"GET /k HTTP/1.1\r\nHost: h\r\nX-Injected: 1\r\nAccept: */*\r\n\r\n";
+        assert!(!uri_line_in_head(b"/k", head));
+        assert!(uri_line_in_head(b"/k\r\nX-Injected: 1", head));
+        assert!(uri_line_in_head(b"/k\nX-Inj", head));
+        // found only at the start of a line
+        assert!(!uri_line_in_head(b"/k\nInjected: 1", head));
+        assert!(!uri_line_in_head(b"/k\r\n\r\n", head));
+        // a thousand lines that are nowhere in the head: checked
+        let many = b"/k\nab".repeat(1000);
+        assert!(!uri_line_in_head(&many, head));
+        let mut found = many.clone();
+        found.extend_from_slice(b"\nAccept");
+        assert!(uri_line_in_head(&found, head));
+        // past the bound (URI lines times head lines), taken as injected
+        let big_head = [
+            &b"GET /k HTTP/1.1\r\n"[..],
+            &b"a: b\r\n".repeat(100),
+            b"\r\n",
+        ]
+        .concat();
+        assert!(uri_line_in_head(&b"/k\nzz".repeat(1000), &big_head));
+        assert!(!uri_line_in_head(&b"/k\nzz".repeat(100), &big_head));
+    }
+
+    #[test]
+    fn a_forwarded_copy_source_must_name_an_object_of_the_bucket() {
+        let buckets = ["my-bucket".to_string()];
+        let forward = ["x-amz-copy-source".to_string()];
+        let p = Policy {
+            methods: MethodSet::ALL,
+            forward_amz: &forward,
+            ..s3(&buckets, Some(Addressing::Path), false)
+        };
+        let copy = |source: &str| {
+            let raw = format!(
+                "PUT /my-bucket/dst HTTP/1.1\r\nHost: s3.amazonaws.com\r\n\
+                 x-amz-copy-source: {source}\r\n\r\n"
+            );
+            verdict(&p, raw.as_bytes()).map(|_| ())
+        };
+        assert_eq!(copy("my-bucket/src"), Ok(()));
+        assert_eq!(copy("/my-bucket/a%20b/c?versionId=3"), Ok(()));
+        assert_eq!(copy("other/secret"), Err(Refusal::Bucket));
+        assert_eq!(copy("/other/secret"), Err(Refusal::Bucket));
+        assert_eq!(copy("my%2Dbucket2/x"), Err(Refusal::Bucket));
+        assert_eq!(copy("%6Fther/secret"), Err(Refusal::Bucket));
+        assert_eq!(copy("my-bucket/../other/secret"), Err(Refusal::Bucket));
+        assert_eq!(
+            copy("my-bucket/a/%2E%2E/%2E%2E/other/x"),
+            Err(Refusal::Bucket)
+        );
+        assert_eq!(copy("my-bucket"), Err(Refusal::Bucket));
+        assert_eq!(copy("my-bucket/"), Err(Refusal::Bucket));
+        assert_eq!(
+            copy("arn:aws:s3:us-east-1:1:accesspoint/ap/object/k"),
+            Err(Refusal::Bucket)
+        );
     }
 
     #[test]

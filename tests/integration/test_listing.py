@@ -363,6 +363,17 @@ class FlakyS3(BaseHTTPRequestHandler):
         pass
 
 
+def start_path_style(nginx, signing, locations: str) -> None:
+    """Starts nginx with one path-style server holding `locations`."""
+    nginx.write_config(f"""
+    server {{
+        listen 127.0.0.1:{nginx.port};
+{signing.directives("        ")}
+        aws_s3_addressing path;{locations}
+    }}""")
+    nginx.start()
+
+
 def start_listing(nginx, signing, port: int, locations: dict[str, str]) -> None:
     """Starts nginx with a listing location for each of `locations` (with
     its extra directives), each proxied to d/ of a stand-in S3 at `port`."""
@@ -373,13 +384,7 @@ def start_listing(nginx, signing, port: int, locations: dict[str, str]) -> None:
             aws_sign;
             proxy_pass http://127.0.0.1:{port}/{BUCKET}/d/;
         }}""" for loc, extra in locations.items())
-    nginx.write_config(f"""
-    server {{
-        listen 127.0.0.1:{nginx.port};
-{signing.directives("        ")}
-        aws_s3_addressing path;{blocks}
-    }}""")
-    nginx.start()
+    start_path_style(nginx, signing, blocks)
 
 
 @pytest.mark.parametrize("error_page", [False, True], ids=["plain", "error_page"])
@@ -625,11 +630,7 @@ def test_a_listing_subrequest_lists_only_where_its_location_says(nginx, signing,
     directory: it lists only if the location it lands in has
     aws_s3_autoindex on, whatever the index object's location says."""
     up = recorder.port
-    nginx.write_config(f"""
-    server {{
-        listen 127.0.0.1:{nginx.port};
-{signing.directives("        ")}
-        aws_s3_addressing path;
+    start_path_style(nginx, signing, f"""
         location / {{
             aws_s3_index index.html;
             aws_sign;
@@ -640,9 +641,7 @@ def test_a_listing_subrequest_lists_only_where_its_location_says(nginx, signing,
             aws_s3_autoindex on;
             aws_sign;
             proxy_pass http://127.0.0.1:{up}/{BUCKET}$uri;
-        }}
-    }}""")
-    nginx.start()
+        }}""")
     recorder.clear()
     # refused when signed: no listing goes out (nginx closes the connection)
     head, body = fetch_raw(nginx.port, "/small/")
@@ -856,3 +855,25 @@ def append_slash(nginx, signing, recorder):
     # off by default
     r = nginx.request("GET", "/plain/small")
     assert r.status == 404, r
+
+
+def test_a_raw_dot_segment_target_is_no_way_around_the_listing_rules(nginx, signing, recorder, listed):
+    # `GET /bucket/x/..`: nginx's $uri is `/bucket/`, a listing page, but
+    # the proxy sends the client's target as it is, and a server that
+    # resolves dot segments reads the bucket itself. Without
+    # aws_s3_listing on, it is refused, not sent.
+    start_path_style(nginx, signing, f"""
+        location /{BUCKET}/ {{
+            aws_s3_autoindex on;
+            aws_sign;
+            proxy_pass http://127.0.0.1:{recorder.port};
+        }}""")
+    for target in [f"/{BUCKET}/x/..", f"/{BUCKET}/x/%2E%2E", f"/{BUCKET}/."]:
+        head, _ = fetch_raw(nginx.port, target)
+        assert head.startswith(b"HTTP/1.1 403"), (target, head)
+    assert recorder.requests == []
+    # the listing itself, and an object, still go
+    head, body = fetch_raw(nginx.port, f"/{BUCKET}/")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert list_requests(recorder)
+    check_signed(recorder)

@@ -17,6 +17,7 @@ to everyone else (issue "safe to put on the internet").
 
 from __future__ import annotations
 
+import http.server
 import socket
 import time
 
@@ -239,7 +240,9 @@ def test_forwarded_parameters_and_never_x_amz(nginx, recorder, signing, objects)
 def test_bucket_level_writes_are_refused(nginx, recorder, signing, objects):
     """With writes and listing on, the bucket itself still only lists:
     DELETE /?publicAccessBlock, PUT /?policy and PUT / (CreateBucket) are
-    refused; an object's ACL can't be set through a forwarded query."""
+    refused; an object's ACL can't be set through a query that is not
+    forwarded: the write is refused (400), not sent as an overwrite of the
+    object with the ACL's XML."""
     nginx.write_config(query_server(nginx, signing, recorder.port,
                                     "aws_sign_methods GET HEAD PUT DELETE;"))
     nginx.start()
@@ -249,8 +252,8 @@ def test_bucket_level_writes_are_refused(nginx, recorder, signing, objects):
         assert resp.status == 403, (method, target, resp)
     assert recorder.requests == []
     resp = nginx.request("PUT", f"/{BUCKET}/sec/acl-test?acl", body=b"<AccessControlPolicy/>")
-    assert resp.status == 200, resp
-    assert recorder.last().target == f"/{BUCKET}/sec/acl-test".encode()
+    assert resp.status == 400, resp
+    assert recorder.requests == []
 
 
 # --------------------------------------------------------------------------
@@ -577,3 +580,70 @@ def test_key_file_with_swapped_columns_does_not_print_the_key(nginx, signing, tm
     assert rc != 0 and "aws_signing_key_file" in out and "invalid key scope" in out, out
     for name, value in harness.known_secrets().items():
         assert value not in out, name
+
+
+class EchoesCanonicalRequest(http.server.BaseHTTPRequestHandler):
+    """Answers like S3 to a signature it cannot verify: 403
+    SignatureDoesNotMatch with the canonical request, in text and in spaced
+    hex, token included; written in small pieces (so that nginx reads it
+    in several buffers)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        token = self.headers.get("x-amz-security-token", "")
+        canonical = (f"GET\n{self.path}\n\nhost:{self.headers.get('host')}\n"
+                     f"x-amz-security-token:{token}\n\nhost;x-amz-security-token\nUNSIGNED-PAYLOAD")
+        status = 200 if self.path.endswith("/fine") else 403
+        body = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SignatureDoesNotMatch</Code>"
+                f"<CanonicalRequest>{canonical}</CanonicalRequest><CanonicalRequestBytes>"
+                f"{' '.join(f'{b:02x}' for b in canonical.encode())}</CanonicalRequestBytes>"
+                "</Error>").encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        for i in range(0, len(body), 700):
+            self.wfile.write(body[i:i + 700])
+            self.wfile.flush()
+            time.sleep(0.01)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("buffering", ["on", "off"])
+def test_an_error_answer_does_not_hand_the_session_token_to_the_client(nginx, signing, buffering):
+    token = harness.SESSION_TOKEN
+    token_hex = " ".join(f"{b:02x}" for b in token.encode())
+    with harness.serve_http(EchoesCanonicalRequest) as srv:
+        port = srv.server_address[1]
+        nginx.write_config(f"""
+    server {{
+        listen 127.0.0.1:{nginx.port};
+{signing.directives("        ")}
+        aws_session_token {token};
+        aws_s3_addressing path;
+        location / {{
+            aws_sign;
+            proxy_buffering {buffering};
+            proxy_buffer_size 1k;
+            proxy_buffers 8 1k;
+            proxy_pass http://127.0.0.1:{port};
+        }}
+    }}""")
+        nginx.start()
+        resp = nginx.request("GET", f"/{BUCKET}/k")
+        assert resp.status == 403, resp
+        text = resp.body.decode()
+        assert int(resp.header("content-length")) == len(resp.body)
+        assert "<Code>SignatureDoesNotMatch</Code>" in text
+        assert "x-amz-security-token:*" in text, text
+        # no 16 characters of the token, in text or in hex
+        for i in range(len(token) - 16):
+            assert token[i:i + 16] not in text, text
+        for i in range(0, len(token_hex) - 48, 3):
+            assert token_hex[i:i + 48] not in text, text
+        # a successful answer is not touched
+        fine = nginx.request("GET", f"/{BUCKET}/fine")
+        assert fine.status == 200 and token in fine.body.decode(), fine

@@ -1,0 +1,84 @@
+//! Keeps the session token out of error answers that echo it.
+//!
+//! S3 answers a signature it cannot verify with `SignatureDoesNotMatch`
+//! and the canonical request it computed, which holds the
+//! `x-amz-security-token` line of the signed request. That answer goes to
+//! the client, so with temporary credentials (`aws_session_token`, role
+//! credentials) a client that can make a signature fail would read the
+//! token. For an error answer (status 400 and up) to a request signed with
+//! a token, the body filter blanks the token with `*`, in text and in
+//! spaced hex (`aws_signer::redact`); the body keeps its length, so no
+//! header changes. A buffer nginx has put in a temporary file (an error
+//! body larger than the proxy's buffers) is not read back: error answers
+//! are small.
+
+use aws_signer::redact::Redactor;
+use ngx::core::Status;
+use ngx::ffi::{ngx_chain_t, ngx_http_request_t, ngx_int_t, ngx_palloc};
+
+use crate::existing_ctx;
+
+crate::output_filters!("the header and body filters that blank the token");
+
+unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls header filters with a live request; the context
+    // is this module's, in the request pool.
+    unsafe {
+        if let Some(ctx) = existing_ctx(r) {
+            if ctx.token_len > 0
+                && ctx.redacting.is_null()
+                && !(*r).upstream.is_null()
+                && (*r).headers_out.status >= ngx::ffi::NGX_HTTP_BAD_REQUEST as usize
+            {
+                let p = ngx_palloc((*r).pool, std::mem::size_of::<Redactor>()) as *mut Redactor;
+                if p.is_null() {
+                    return Status::NGX_ERROR.into();
+                }
+                p.write(Redactor::default());
+                ctx.redacting = p;
+            }
+        }
+        next_header(r)
+    }
+}
+
+unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_int_t {
+    // SAFETY: nginx calls body filters with a live request and a chain of
+    // live buffers; a temporary buffer's pos..last, and a range within the
+    // upstream's receive buffer (request pool memory), may be written. The
+    // token points into the signed head, in the request pool.
+    unsafe {
+        if let Some(ctx) = existing_ctx(r).filter(|c| !c.redacting.is_null()) {
+            {
+                let redactor = &mut *ctx.redacting;
+                let token = ctx.token();
+                let u = (*r).upstream;
+                let mut cl = input;
+                while !cl.is_null() {
+                    let b = (*cl).buf;
+                    cl = (*cl).next;
+                    if b.is_null()
+                        || (*b).in_file() != 0
+                        || (*b).pos.is_null()
+                        || (*b).last <= (*b).pos
+                    {
+                        continue;
+                    }
+                    // writable: a temporary buffer (proxy_buffering on), or
+                    // one that points into the upstream's own buffer
+                    // (proxy_buffering off marks those read-only)
+                    let in_upstream_buffer = !u.is_null()
+                        && !(*u).buffer.start.is_null()
+                        && (*b).pos >= (*u).buffer.start
+                        && (*b).last <= (*u).buffer.end;
+                    if (*b).temporary() == 0 && !in_upstream_buffer {
+                        continue;
+                    }
+                    let n = (*b).last.offset_from((*b).pos) as usize;
+                    redactor.redact(token, std::slice::from_raw_parts_mut((*b).pos, n));
+                }
+            }
+        }
+        next_body(r, input)
+    }
+}
