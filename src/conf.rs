@@ -1124,7 +1124,8 @@ fn parse_forward(values: &[&[u8]]) -> Result<Vec<String>, String> {
                 "\"{shown}\": a pattern needs more than \"x-amz-\" before its '*' (x-amz-meta-*)"
             ));
         }
-        if !name.iter().all(token) || !aws_signer::wire::is_owned_header(name) {
+        if !name.iter().all(|b| token(b) && *b != b'*') || !aws_signer::wire::is_owned_header(name)
+        {
             return Err(format!(
                 "\"{shown}\" is not an x-amz-* header name (other headers are forwarded as usual)"
             ));

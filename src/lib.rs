@@ -560,15 +560,19 @@ impl RequestCtx {
     /// (request pool memory, wiped with the pool): it ends its line just
     /// before `\r\nAuthorization: ` (see `HeadSignature::emit`). Empty
     /// without one.
-    pub fn token(&self) -> &[u8] {
+    ///
+    /// # Safety
+    /// `token_len` and `authorization` are as the signing set them: the
+    /// token's length, and the `Authorization` value in that signed head.
+    pub unsafe fn token(&self) -> &[u8] {
         const AFTER: usize = "\r\nAuthorization: ".len();
         let len = self.token_len as usize;
         if len == 0 || self.authorization.data.is_null() {
             return &[];
         }
-        // SAFETY: token_len is set only when the signed head, in pool
-        // memory, holds the token line right before the Authorization line
-        // whose value `authorization` points at.
+        // SAFETY: by the contract, the signed head (pool memory) holds the
+        // token line right before the Authorization line whose value
+        // `authorization` points at.
         unsafe { std::slice::from_raw_parts(self.authorization.data.sub(AFTER + len), len) }
     }
 

@@ -8,9 +8,10 @@
 //! token. For an error answer (status 400 and up) to a request signed with
 //! a token, the body filter blanks the token with `*`, in text and in
 //! spaced hex (`aws_signer::redact`); the body keeps its length, so no
-//! header changes. A buffer nginx has put in a temporary file (an error
-//! body larger than the proxy's buffers) is not read back: error answers
-//! are small.
+//! header changes. Such an answer is neither cached nor stored
+//! (`proxy_cache`, `proxy_store`), so it reaches the filter in memory; a
+//! buffer nginx still put in a temporary file (an error body larger than
+//! the proxy's buffers, to a slow client) is not read back.
 
 use aws_signer::redact::Redactor;
 use ngx::core::Status;
@@ -36,6 +37,12 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
                 }
                 p.write(Redactor::default());
                 ctx.redacting = p;
+                // neither cached nor stored: the pipe would write the body
+                // to a file before this filter sees it, and a cache hit
+                // would serve it unredacted
+                let u = (*r).upstream;
+                (*u).set_cacheable(0);
+                (*u).set_store(0);
             }
         }
         next_header(r)
@@ -57,11 +64,11 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
                 while !cl.is_null() {
                     let b = (*cl).buf;
                     cl = (*cl).next;
-                    if b.is_null()
-                        || (*b).in_file() != 0
-                        || (*b).pos.is_null()
-                        || (*b).last <= (*b).pos
-                    {
+                    if b.is_null() || (*b).pos.is_null() || (*b).last <= (*b).pos {
+                        if !b.is_null() && (*b).in_file() != 0 {
+                            // not read: what follows starts afresh
+                            *redactor = Redactor::default();
+                        }
                         continue;
                     }
                     // writable: a temporary buffer (proxy_buffering on), or
@@ -72,6 +79,7 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
                         && (*b).pos >= (*u).buffer.start
                         && (*b).last <= (*u).buffer.end;
                     if (*b).temporary() == 0 && !in_upstream_buffer {
+                        *redactor = Redactor::default();
                         continue;
                     }
                     let n = (*b).last.offset_from((*b).pos) as usize;

@@ -351,7 +351,7 @@ pub fn check_in<'a>(
         match check_s3(&head, &path, policy.rules == PathRules::S3, s3) {
             Ok(_)
                 if !policy.forward_amz.is_empty()
-                    && !copy_source_in_bucket(&head, policy.forward_amz, s3) =>
+                    && !copy_source_in_bucket(&head, &path, policy.forward_amz, s3) =>
             {
                 ws.path = path;
                 return refuse(Refusal::Bucket, head, ws);
@@ -399,15 +399,23 @@ pub fn check_in<'a>(
 }
 
 /// With `x-amz-copy-source` forwarded (CopyObject, UploadPartCopy read
-/// the object it names), that object must be in a configured bucket too:
-/// `[/]bucket/key[?versionId=...]`, percent-decoded, with no `.` or `..`
-/// segment in the key (a server that resolves them would read elsewhere).
-/// An access point ARN is refused: its bucket cannot be told.
-fn copy_source_in_bucket(head: &Head<'_>, forward: &[String], s3: &S3Policy<'_>) -> bool {
+/// the object it names), that object must be in a bucket the request may
+/// address too: one of `aws_s3_bucket`, or without it the bucket the
+/// request itself addresses. `[/]bucket/key[?versionId=...]`,
+/// percent-decoded, with no `.` or `..` segment in the key (a server that
+/// resolves them would read elsewhere). An access point ARN is refused:
+/// its bucket cannot be told.
+fn copy_source_in_bucket(
+    head: &Head<'_>,
+    path: &[u8],
+    forward: &[String],
+    s3: &S3Policy<'_>,
+) -> bool {
     const NAME: &str = "x-amz-copy-source";
     if !crate::wire::is_listed(NAME.as_bytes(), forward) {
         return true;
     }
+    let addressed = addressed_bucket(head, path, s3);
     head.headers()
         .filter(|(name, ..)| name.eq_ignore_ascii_case(NAME.as_bytes()))
         .all(|(_, value, _)| {
@@ -419,13 +427,36 @@ fn copy_source_in_bucket(head: &Head<'_>, forward: &[String], s3: &S3Policy<'_>)
                 return false;
             };
             let (bucket, key) = (&source[..slash], &source[slash + 1..]);
-            !key.is_empty()
+            let allowed = if s3.buckets.is_empty() {
+                !bucket.is_empty() && addressed.eq_ignore_ascii_case(bucket)
+            } else {
+                s3.buckets.iter().any(|b| b.as_bytes() == bucket)
+            };
+            allowed
+                && !key.is_empty()
                 && !source.starts_with(b"arn:")
-                && (s3.buckets.is_empty() || s3.buckets.iter().any(|b| b.as_bytes() == bucket))
                 && !key
                     .split(|&b| b == b'/')
                     .any(|seg| seg == b"." || seg == b"..")
         })
+}
+
+/// The bucket a request addresses where `aws_s3_bucket` names none: the
+/// first path segment in path style, else the `Host` without
+/// `.endpoint` (or the whole `Host`, a CNAME bucket).
+fn addressed_bucket<'h>(head: &Head<'h>, path: &'h [u8], s3: &S3Policy<'_>) -> &'h [u8] {
+    let (name, port) = split_host(head.host());
+    let (ep_name, ep_port) = split_host(s3.endpoint.as_bytes());
+    let at_endpoint =
+        (name.eq_ignore_ascii_case(ep_name) && same_port(port, ep_port)) || is_ip_literal(name);
+    match s3.addressing {
+        Some(Addressing::Path) => first_segment(path).0,
+        None if at_endpoint => first_segment(path).0,
+        _ => match name.len().checked_sub(ep_name.len() + 1) {
+            Some(n) if name[n] == b'.' && name[n + 1..].eq_ignore_ascii_case(ep_name) => &name[..n],
+            _ => name,
+        },
+    }
 }
 
 /// For a write: an `x-amz-*` header signing would drop.
@@ -451,11 +482,23 @@ fn strict_query_of_write(raw: &[u8], policy: &Policy<'_>, out: &mut Vec<u8>) -> 
 }
 
 /// Query parameters (strict names) a write may lose on the way without
-/// becoming another operation: the query-signing `X-Amz-*` ones (the
-/// request is signed again) and `x-id`, which SDKs add to name the
-/// operation for logs.
+/// becoming another operation: those of a query signature (the request is
+/// signed again), the checksum ones, and `x-id`, which SDKs add to name
+/// the operation for logs. Any other `X-Amz-*` parameter (a presigner
+/// moves headers such as `x-amz-tagging` into the query) is refused.
 fn harmless_to_drop(strict_name: &[u8]) -> bool {
-    is_amz_param(strict_name) || strict_name == b"x-id"
+    const SIGNING: [&[u8]; 7] = [
+        b"X-Amz-Algorithm",
+        b"X-Amz-Credential",
+        b"X-Amz-Date",
+        b"X-Amz-Expires",
+        b"X-Amz-SignedHeaders",
+        b"X-Amz-Signature",
+        b"X-Amz-Security-Token",
+    ];
+    strict_name == b"x-id"
+        || SIGNING.iter().any(|n| n.eq_ignore_ascii_case(strict_name))
+        || crate::wire::is_checksum_header(strict_name)
 }
 
 /// Method, `Host` and target of a head, for a log line.
@@ -1055,6 +1098,14 @@ mod tests {
             Ok(("/b/k".into(), "partNumber=1&uploadId=u".into()))
         );
         assert!(with("PUT", "/b/k?X-Amz-Date=x&X-Amz-Signature=y", "").is_ok());
+        assert_eq!(
+            with("PUT", "/b/k?X-Amz-Date=x&x-amz-tagging=a%3Db", ""),
+            Err(Refusal::Dropped)
+        );
+        assert_eq!(
+            with("PUT", "/b/k?x-amz-server-side-encryption=AES256", ""),
+            Err(Refusal::Dropped)
+        );
         // headers: the same
         let copy = "x-amz-copy-source: other/secret\r\n";
         assert!(with("GET", "/b/k", copy).is_ok());
@@ -1065,6 +1116,14 @@ mod tests {
         );
         assert_eq!(
             with("DELETE", "/b/k", "x-amz-mfa: 1 2\r\n"),
+            Err(Refusal::Dropped)
+        );
+        assert_eq!(
+            with("PUT", "/b/k", "x-amz-acl: public-read\r\n"),
+            Err(Refusal::Dropped)
+        );
+        assert_eq!(
+            with("PUT", "/b/k", "x-amz-storage-class: GLACIER\r\n"),
             Err(Refusal::Dropped)
         );
         assert!(with("PUT", "/b/k", "X-Amz-Meta-Colour: red\r\n").is_ok());
@@ -1086,6 +1145,8 @@ mod tests {
             "PUT",
             "/b/k",
             "x-amz-checksum-crc32: AAAAAA==\r\nx-amz-sdk-checksum-algorithm: CRC32\r\n\
+             x-amz-checksum-algorithm: CRC32\r\nx-amz-user-agent: aws-sdk-js/3\r\n\
+             X-Amz-Acl: private\r\nx-amz-storage-class: STANDARD\r\n\
              x-amz-date: 1\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nAuthorization: x\r\n"
         )
         .is_ok());
@@ -1150,6 +1211,33 @@ mod tests {
             copy("arn:aws:s3:us-east-1:1:accesspoint/ap/object/k"),
             Err(Refusal::Bucket)
         );
+        // without aws_s3_bucket: the bucket the request addresses
+        for (addressing, host, target) in [
+            (
+                Some(Addressing::Virtual),
+                "my-bucket.s3.amazonaws.com",
+                "/dst",
+            ),
+            (None, "my-bucket.s3.amazonaws.com", "/dst"),
+            (Some(Addressing::Path), "s3.amazonaws.com", "/my-bucket/dst"),
+            (None, "s3.amazonaws.com", "/my-bucket/dst"),
+        ] {
+            let any = Policy {
+                methods: MethodSet::ALL,
+                forward_amz: &forward,
+                ..s3(&[], addressing, false)
+            };
+            let copy = |source: &str| {
+                let raw = format!(
+                    "PUT {target} HTTP/1.1\r\nHost: {host}\r\n\
+                     x-amz-copy-source: {source}\r\n\r\n"
+                );
+                verdict(&any, raw.as_bytes()).map(|_| ())
+            };
+            assert_eq!(copy("my-bucket/src"), Ok(()), "{host}{target}");
+            assert_eq!(copy("other/x"), Err(Refusal::Bucket), "{host}{target}");
+            assert_eq!(copy("/other/x"), Err(Refusal::Bucket), "{host}{target}");
+        }
     }
 
     #[test]

@@ -773,7 +773,7 @@ pub fn sign_head_in(
     for (name, value, line, kind) in head.entries() {
         if kind == Kind::Other {
             kept_len += line.len();
-        } else if kind == Kind::Signers || !kept_amz(name, how) {
+        } else if kind == Kind::Signers || !kept_amz(name, how, head.method) {
             dropped += 1;
         } else {
             kept_len += line.len();
@@ -990,7 +990,7 @@ impl HeadSignature {
         out.put(head.version);
         out.put(b"\r\n");
         for (name, _, line, kind) in head.entries() {
-            if kind == Kind::Other || (kind == Kind::Amz && kept_amz(name, how)) {
+            if kind == Kind::Other || (kind == Kind::Amz && kept_amz(name, how, head.method)) {
                 out.put(line);
             }
         }
@@ -1039,12 +1039,11 @@ pub const SIGNER_SET: [&[u8]; 3] = [
     b"x-amz-security-token",
 ];
 
-/// An `x-amz-*` header of the head that is kept and signed.
 /// The first client `x-amz-*` header of a head that signing drops (it is
-/// not in `forward`) and whose loss changes what a write does: any but
-/// the checksum headers SDKs add on their own (without them the object is
-/// stored unchecked, not changed) and the streaming ones (see
-/// [`streaming`]).
+/// neither in `forward` nor a checksum header, see [`is_checksum_header`])
+/// and whose loss changes what a write does: any but `x-amz-user-agent`,
+/// the streaming ones (see [`streaming`]) and those that ask for S3's
+/// default.
 pub(crate) fn dropped_on_write<'a>(
     raw: &'a [u8],
     lines: &[Line],
@@ -1053,22 +1052,53 @@ pub(crate) fn dropped_on_write<'a>(
     lines
         .iter()
         .filter(|l| l.kind == Kind::Amz)
-        .map(|l| &raw[l.start as usize..l.colon as usize])
-        .find(|name| {
-            !is_listed(name, forward) && !is_streaming_header(name) && !is_checksum_header(name)
+        .map(|l| {
+            (
+                &raw[l.start as usize..l.colon as usize],
+                &raw[l.vstart as usize..l.vend as usize],
+            )
         })
+        .find(|(name, value)| {
+            !is_listed(name, forward)
+                && !is_streaming_header(name)
+                && !is_checksum_header(name)
+                && !name.eq_ignore_ascii_case(b"x-amz-user-agent")
+                && !asks_for_the_default(name, value)
+        })
+        .map(|(name, _)| name)
 }
 
-/// `x-amz-checksum-*` and `x-amz-sdk-checksum-algorithm`.
-fn is_checksum_header(name: &[u8]) -> bool {
+/// `x-amz-acl: private` and `x-amz-storage-class: STANDARD` (what rclone
+/// sends when so configured): what S3 does without them, so dropping them
+/// changes nothing.
+fn asks_for_the_default(name: &[u8], value: &[u8]) -> bool {
+    (name.eq_ignore_ascii_case(b"x-amz-acl") && value.eq_ignore_ascii_case(b"private"))
+        || (name.eq_ignore_ascii_case(b"x-amz-storage-class") && value == b"STANDARD")
+}
+
+/// `x-amz-checksum-*` and `x-amz-sdk-checksum-algorithm`: the checksums
+/// SDKs send on their own (`x-amz-checksum-crc32`, `-algorithm` and
+/// `-type` of a multipart upload). With a write they are always forwarded
+/// and signed: S3 then checks the body it gets against the client's
+/// checksum, and the parts of a multipart upload agree with the algorithm
+/// it was created with. (On a GET or HEAD they follow
+/// `aws_forward_amz_headers`, like any other.) (`x-amz-user-agent`, which the AWS SDKs
+/// for JavaScript and Rust add in every runtime, is dropped, and no reason
+/// to refuse a write: see [`dropped_on_write`].)
+pub(crate) fn is_checksum_header(name: &[u8]) -> bool {
     const PREFIX: &[u8] = b"x-amz-checksum-";
     name.get(..PREFIX.len())
         .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
         || name.eq_ignore_ascii_case(b"x-amz-sdk-checksum-algorithm")
 }
 
-fn kept_amz(name: &[u8], how: &HeadSigning<'_>) -> bool {
-    is_listed(name, how.forward) || (how.streaming && is_streaming_header(name))
+/// An `x-amz-*` header of the head that is kept and signed: listed, a
+/// checksum header of a write, or a streaming header of an upload that
+/// goes on as it is.
+fn kept_amz(name: &[u8], how: &HeadSigning<'_>, method: &[u8]) -> bool {
+    is_listed(name, how.forward)
+        || (is_checksum_header(name) && !matches!(method, b"GET" | b"HEAD"))
+        || (how.streaming && is_streaming_header(name))
 }
 
 /// True when a header name is in an `aws_forward_amz_headers` list: named,
@@ -1223,10 +1253,13 @@ x-amz-trailer: x-amz-checksum-crc32\r\nx-amz-checksum-crc32: AAAAAA==\r\nContent
             "{text}"
         );
         assert!(text.contains("\r\nx-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n"));
-        assert!(!text.contains("x-amz-checksum-crc32: "), "{text}");
+        assert!(
+            text.contains("\r\nx-amz-checksum-crc32: AAAAAA==\r\n"),
+            "{text}"
+        );
         assert_eq!(text.matches("\r\nx-amz-content-sha256:").count(), 1);
         assert!(text.contains(
-            "SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;x-amz-trailer,"
+            "SignedHeaders=host;x-amz-checksum-crc32;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;x-amz-trailer,"
         ));
         let canonical = String::from_utf8_lossy(s.signed.canonical_request()).into_owned();
         assert!(

@@ -455,7 +455,7 @@ def plain_sdk(ng: harness.Nginx):
         "s3", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{ng.port}",
         aws_access_key_id="AKIDCLIENT", aws_secret_access_key="client-secret",
         config=botocore.config.Config(s3={"addressing_style": "path"},
-                                      retries={"max_attempts": 1}))
+                                      retries={"total_max_attempts": 1}))
 
 
 def test_a_write_without_what_names_its_operation_is_refused(nginx, recorder, signing, s3):
@@ -487,11 +487,24 @@ def test_a_write_without_what_names_its_operation_is_refused(nginx, recorder, si
     assert s3.client.get_object(Bucket=BUCKET, Key="keep/src.txt")["Body"].read() == b"precious"
     assert s3.client.get_object(Bucket=BUCKET, Key="keep/dst.txt")["Body"].read() == b"old"
     assert "refused" in nginx.error_log()
-    # a plain PutObject goes on: the checksum headers the SDK adds on its
-    # own are dropped, not a reason to refuse
+    # a plain PutObject goes on, with the checksum the SDK adds on its own
+    # forwarded and signed (S3 checks the body against it)
     client.put_object(Bucket=BUCKET, Key="keep/plain.txt", Body=b"plain")
     assert s3.client.get_object(Bucket=BUCKET, Key="keep/plain.txt")["Body"].read() == b"plain"
-    check_all(recorder, "unsigned")
+    (rec,) = check_all(recorder, "unsigned")
+    crc = base64.b64encode(zlib.crc32(b"plain").to_bytes(4, "big")).decode()
+    assert rec.header("x-amz-checksum-crc32") == crc, rec.head_text()
+    assert "x-amz-checksum-crc32" in rec.header("authorization"), rec.head_text()
+    # the client's own checksum reaches the server as the client sent it,
+    # and the server checks the body against it
+    recorder.clear()
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        client.put_object(Bucket=BUCKET, Key="keep/given.txt", Body=b"plain",
+                          ChecksumCRC32=base64.b64encode(b"\0\0\0\0").decode())
+    assert e.value.response["Error"]["Code"] == "BadDigest", e.value.response
+    (rec,) = recorder.requests
+    assert rec.header("x-amz-checksum-crc32") == "AAAAAA==", rec.head_text()
+    harness.check_signed_request(rec)
 
 
 def test_a_forwarded_copy_source_must_be_in_the_bucket(nginx, recorder, signing, s3):
