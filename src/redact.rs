@@ -5,13 +5,13 @@
 //! `x-amz-security-token` line of the signed request. That answer goes to
 //! the client, so with temporary credentials (`aws_session_token`, role
 //! credentials) a client that can make a signature fail would read the
-//! token. For an error answer (status 400 and up) to a request signed with
-//! a token, the body filter blanks the token with `*`, in text and in
-//! spaced hex (`aws_signer::redact`); the body keeps its length, so no
-//! header changes. Such an answer is neither cached nor stored
-//! (`proxy_cache`, `proxy_store`), so it reaches the filter in memory; a
-//! buffer nginx still put in a temporary file (an error body larger than
-//! the proxy's buffers, to a slow client) is not read back.
+//! token. For a 403 or 400 answer to a request signed with a token, the
+//! body filter blanks the canonical request and the token with `*`
+//! (`aws_signer::redact`); the body keeps its length, so no
+//! header changes. Such an answer (403, or 400) is neither cached, stored
+//! nor buffered, so it reaches the filter in the upstream's own buffer; a
+//! buffer the filter cannot rewrite ends the response rather than going
+//! out unread.
 
 use aws_signer::redact::Redactor;
 use ngx::core::Status;
@@ -26,10 +26,12 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     // is this module's, in the request pool.
     unsafe {
         if let Some(ctx) = existing_ctx(r) {
+            let status = (*r).headers_out.status;
             if ctx.token_len > 0
                 && ctx.redacting.is_null()
                 && !(*r).upstream.is_null()
-                && (*r).headers_out.status >= ngx::ffi::NGX_HTTP_BAD_REQUEST as usize
+                && (status == ngx::ffi::NGX_HTTP_BAD_REQUEST as usize
+                    || status == ngx::ffi::NGX_HTTP_FORBIDDEN as usize)
             {
                 let p = ngx_palloc((*r).pool, std::mem::size_of::<Redactor>()) as *mut Redactor;
                 if p.is_null() {
@@ -37,12 +39,14 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
                 }
                 p.write(Redactor::default());
                 ctx.redacting = p;
-                // neither cached nor stored: the pipe would write the body
-                // to a file before this filter sees it, and a cache hit
-                // would serve it unredacted
+                // neither cached nor stored nor buffered (as with
+                // X-Accel-Buffering: no): the body goes through the
+                // upstream's own buffer, which this filter rewrites, never
+                // to a file first; a cache hit would serve it unblanked
                 let u = (*r).upstream;
                 (*u).set_cacheable(0);
                 (*u).set_store(0);
+                (*u).set_buffering(0);
             }
         }
         next_header(r)
@@ -64,11 +68,14 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
                 while !cl.is_null() {
                     let b = (*cl).buf;
                     cl = (*cl).next;
-                    if b.is_null() || (*b).pos.is_null() || (*b).last <= (*b).pos {
-                        if !b.is_null() && (*b).in_file() != 0 {
-                            // not read: what follows starts afresh
-                            *redactor = Redactor::default();
-                        }
+                    if b.is_null() {
+                        continue;
+                    }
+                    if (*b).in_file() != 0 {
+                        // never expected (no buffering): not sent unread
+                        return ngx::core::Status::NGX_ERROR.into();
+                    }
+                    if (*b).pos.is_null() || (*b).last <= (*b).pos {
                         continue;
                     }
                     // writable: a temporary buffer (proxy_buffering on), or
@@ -79,8 +86,8 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
                         && (*b).pos >= (*u).buffer.start
                         && (*b).last <= (*u).buffer.end;
                     if (*b).temporary() == 0 && !in_upstream_buffer {
-                        *redactor = Redactor::default();
-                        continue;
+                        // memory this filter may not write: not sent unread
+                        return ngx::core::Status::NGX_ERROR.into();
                     }
                     let n = (*b).last.offset_from((*b).pos) as usize;
                     redactor.redact(token, std::slice::from_raw_parts_mut((*b).pos, n));

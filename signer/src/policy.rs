@@ -415,7 +415,6 @@ fn copy_source_in_bucket(
     if !crate::wire::is_listed(NAME.as_bytes(), forward) {
         return true;
     }
-    let addressed = addressed_bucket(head, path, s3);
     head.headers()
         .filter(|(name, ..)| name.eq_ignore_ascii_case(NAME.as_bytes()))
         .all(|(_, value, _)| {
@@ -428,7 +427,7 @@ fn copy_source_in_bucket(
             };
             let (bucket, key) = (&source[..slash], &source[slash + 1..]);
             let allowed = if s3.buckets.is_empty() {
-                !bucket.is_empty() && addressed.eq_ignore_ascii_case(bucket)
+                !matches!(bucket, b"" | b"." | b"..") && addressed_bucket(head, path, s3) == bucket
             } else {
                 s3.buckets.iter().any(|b| b.as_bytes() == bucket)
             };
@@ -441,21 +440,26 @@ fn copy_source_in_bucket(
         })
 }
 
-/// The bucket a request addresses where `aws_s3_bucket` names none: the
-/// first path segment in path style, else the `Host` without
-/// `.endpoint` (or the whole `Host`, a CNAME bucket).
-fn addressed_bucket<'h>(head: &Head<'h>, path: &'h [u8], s3: &S3Policy<'_>) -> &'h [u8] {
+/// The bucket a request addresses where `aws_s3_bucket` names none, as
+/// S3 reads it: the label before `.endpoint` in the `Host` (whatever
+/// `aws_s3_addressing` says), the first path segment when the `Host` is
+/// the endpoint or an address, else the whole `Host` (a CNAME bucket).
+/// A `Host` is lowercased: bucket names in one are.
+fn addressed_bucket<'h>(head: &Head<'h>, path: &'h [u8], s3: &S3Policy<'_>) -> Vec<u8> {
     let (name, port) = split_host(head.host());
     let (ep_name, ep_port) = split_host(s3.endpoint.as_bytes());
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    if let Some(n) = name.len().checked_sub(ep_name.len() + 1) {
+        if name[n] == b'.' && name[n + 1..].eq_ignore_ascii_case(ep_name) {
+            return name[..n].to_ascii_lowercase();
+        }
+    }
     let at_endpoint =
         (name.eq_ignore_ascii_case(ep_name) && same_port(port, ep_port)) || is_ip_literal(name);
-    match s3.addressing {
-        Some(Addressing::Path) => first_segment(path).0,
-        None if at_endpoint => first_segment(path).0,
-        _ => match name.len().checked_sub(ep_name.len() + 1) {
-            Some(n) if name[n] == b'.' && name[n + 1..].eq_ignore_ascii_case(ep_name) => &name[..n],
-            _ => name,
-        },
+    if at_endpoint || s3.addressing == Some(Addressing::Path) {
+        first_segment(path).0.to_vec()
+    } else {
+        name.to_ascii_lowercase()
     }
 }
 
@@ -497,7 +501,7 @@ fn harmless_to_drop(strict_name: &[u8]) -> bool {
         b"X-Amz-Security-Token",
     ];
     strict_name == b"x-id"
-        || SIGNING.iter().any(|n| n.eq_ignore_ascii_case(strict_name))
+        || SIGNING.contains(&strict_name)
         || crate::wire::is_checksum_header(strict_name)
 }
 
@@ -1237,7 +1241,22 @@ mod tests {
             assert_eq!(copy("my-bucket/src"), Ok(()), "{host}{target}");
             assert_eq!(copy("other/x"), Err(Refusal::Bucket), "{host}{target}");
             assert_eq!(copy("/other/x"), Err(Refusal::Bucket), "{host}{target}");
+            assert_eq!(
+                copy("My-Bucket/src"),
+                Err(Refusal::Bucket),
+                "{host}{target}"
+            );
         }
+        // aws_s3_addressing path, no bucket, and a bucket's Host: S3 reads
+        // the bucket from the Host, not from the client's first segment
+        let any = Policy {
+            methods: MethodSet::ALL,
+            forward_amz: &forward,
+            ..s3(&[], Some(Addressing::Path), false)
+        };
+        let raw = b"PUT /secret/x HTTP/1.1\r\nHost: my-bucket.s3.amazonaws.com\r\n\
+                    x-amz-copy-source: secret/obj\r\n\r\n";
+        assert_ne!(verdict(&any, raw).map(|_| ()), Ok(()));
     }
 
     #[test]

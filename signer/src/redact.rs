@@ -4,36 +4,45 @@
 //! server computed, in text (`<CanonicalRequest>`) and as spaced hex bytes
 //! (`<CanonicalRequestBytes>`, `47 45 54 0a ...`). With temporary
 //! credentials that canonical request holds the session token, and the
-//! answer goes to the client. A [`Redactor`] overwrites the token, in both
-//! forms, with `*`, byte for byte, so the body keeps its length (and its
-//! `Content-Length`).
+//! answer goes to the client. A [`Redactor`] overwrites, with `*` and byte
+//! for byte (the body keeps its length and its `Content-Length`):
 //!
-//! The body comes in buffers, and an occurrence may begin in one and end in
-//! the next. The part in the later buffer is always blanked. The part at
-//! the end of the earlier buffer is blanked when it is at least
-//! [`MIN_TAIL`] bytes long; a shorter one (fewer than 16 characters of a
-//! token hundreds long, and the first characters of an AWS session token
-//! are the same for every token) cannot be told from ordinary text and is
-//! left, since that buffer has to go on before the next one is seen.
+//! - the whole content of both elements, whatever it holds. An XML writer
+//!   escapes `<` in text, so the content ends at the next `<`. What is
+//!   blanked does not depend on the content, so a client that puts text of
+//!   its own in the canonical request (a path, a header) learns nothing
+//!   from what is blanked;
+//! - elsewhere, every whole occurrence of the secret, as text or spaced
+//!   hex, within one buffer.
+//!
+//! The element's opening tag is found across buffers (it is public text);
+//! no byte is held back.
 
-/// The shortest beginning of the secret blanked at the end of a buffer
-/// without seeing what follows.
-pub const MIN_TAIL: usize = 16;
-
-/// Blanks a secret, and its bytes in spaced hex, out of the buffers of a
-/// body, in order: what it keeps between buffers is how much of each form
-/// the last one ended with (no copy of the secret).
+/// Blanks the canonical request elements, and the secret, out of the
+/// buffers of a body, in order.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Redactor {
-    plain: usize,
-    hex: usize,
+    state: State,
 }
+
+#[derive(Clone, Copy, Debug, Default)]
+enum State {
+    /// Outside: this many bytes of [`OPEN`] seen last.
+    #[default]
+    Outside,
+    Open(usize),
+    /// In the opening tag, after [`OPEN`]: up to its `>`.
+    Tag,
+    /// In the element's content: up to the next `<`.
+    Content,
+}
+
+/// The start of `<CanonicalRequest>` and `<CanonicalRequestBytes>`.
+const OPEN: &[u8] = b"<CanonicalRequest";
 
 /// One form of the secret, byte by byte.
 trait Form {
     fn len(&self) -> usize;
-    /// Byte `i` of the form (hex digits lowercase).
-    fn at(&self, i: usize) -> u8;
     /// True when `b` stands for byte `i` of the form.
     fn matches(&self, i: usize, b: u8) -> bool;
 }
@@ -43,9 +52,6 @@ struct Plain<'s>(&'s [u8]);
 impl Form for Plain<'_> {
     fn len(&self) -> usize {
         self.0.len()
-    }
-    fn at(&self, i: usize) -> u8 {
-        self.0.get(i).copied().unwrap_or(0)
     }
     fn matches(&self, i: usize, b: u8) -> bool {
         self.0.get(i) == Some(&b)
@@ -59,67 +65,63 @@ impl Form for SpacedHex<'_> {
     fn len(&self) -> usize {
         (self.0.len() * 3).saturating_sub(1)
     }
-    fn at(&self, i: usize) -> u8 {
+    fn matches(&self, i: usize, b: u8) -> bool {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let Some(&byte) = self.0.get(i / 3) else {
-            return 0;
+            return false;
         };
-        match i % 3 {
+        let want = match i % 3 {
             0 => HEX[usize::from(byte >> 4)],
             1 => HEX[usize::from(byte & 15)],
             _ => b' ',
-        }
+        };
+        b.to_ascii_lowercase() == want
     }
-    fn matches(&self, i: usize, b: u8) -> bool {
-        i < self.len() && b.to_ascii_lowercase() == self.at(i)
-    }
-}
-
-/// The longest `b` below `m` for which the form's first `b` bytes are
-/// also the last `b` of its first `m`: where an occurrence may start
-/// again when one begun `m` bytes back does not go on.
-fn border(form: &impl Form, m: usize) -> usize {
-    (1..m)
-        .rev()
-        .find(|&b| (0..b).all(|i| form.at(i) == form.at(m - b + i)))
-        .unwrap_or(0)
 }
 
 impl Redactor {
-    /// Blanks every occurrence of `secret` in `buf`, the next buffer of the
-    /// body (nothing for an empty secret). The same secret must be given
-    /// for every buffer of a body.
+    /// Blanks, in `buf` (the next buffer of the body), the content of the
+    /// canonical request elements and every whole occurrence of `secret`.
     pub fn redact(&mut self, secret: &[u8], buf: &mut [u8]) {
-        if secret.is_empty() {
-            return;
+        for b in buf.iter_mut() {
+            self.state = match self.state {
+                State::Outside | State::Open(_) => {
+                    let seen = match self.state {
+                        State::Open(n) => n,
+                        _ => 0,
+                    };
+                    if OPEN.get(seen) == Some(b) {
+                        if seen + 1 == OPEN.len() {
+                            State::Tag
+                        } else {
+                            State::Open(seen + 1)
+                        }
+                    } else if *b == b'<' {
+                        State::Open(1)
+                    } else {
+                        State::Outside
+                    }
+                }
+                State::Tag if *b == b'>' => State::Content,
+                State::Tag => State::Tag,
+                State::Content if *b == b'<' => State::Open(1),
+                State::Content => {
+                    *b = b'*';
+                    State::Content
+                }
+            };
         }
-        self.plain = blank(&Plain(secret), self.plain, buf);
-        self.hex = blank(&SpacedHex(secret), self.hex, buf);
+        if !secret.is_empty() {
+            blank(&Plain(secret), buf);
+            blank(&SpacedHex(secret), buf);
+        }
     }
 }
 
-/// Blanks `form` in `buf`, given that the last buffer ended with its first
-/// `carried` bytes; returns how many of its first bytes this one ends with.
-fn blank(form: &impl Form, carried: usize, buf: &mut [u8]) -> usize {
+/// Blanks every whole occurrence of `form` in `buf`.
+fn blank(form: &impl Form, buf: &mut [u8]) {
     let n = form.len();
-    let mut from = 0;
-    // the rest of an occurrence begun in the last buffer: the longest
-    // beginning it ended with, else a shorter one within it
-    let mut m = carried;
-    while m > 0 {
-        let rest = (n - m).min(buf.len());
-        if (0..rest).all(|i| form.matches(m + i, buf[i])) {
-            buf[..rest].fill(b'*');
-            if m + rest < n {
-                return m + rest;
-            }
-            from = rest;
-            break;
-        }
-        m = border(form, m);
-    }
-    // whole occurrences
-    let mut j = from;
+    let mut j = 0;
     while j + n <= buf.len() {
         if (0..n).all(|i| form.matches(i, buf[j + i])) {
             buf[j..j + n].fill(b'*');
@@ -128,18 +130,6 @@ fn blank(form: &impl Form, carried: usize, buf: &mut [u8]) -> usize {
             j += 1;
         }
     }
-    // the longest beginning of one that the buffer ends with
-    let start = buf.len().saturating_sub(n - 1).max(from);
-    for k in start..buf.len() {
-        let tail = buf.len() - k;
-        if (0..tail).all(|i| form.matches(i, buf[k + i])) {
-            if tail >= MIN_TAIL {
-                buf[k..].fill(b'*');
-            }
-            return tail;
-        }
-    }
-    0
 }
 
 #[cfg(test)]
@@ -156,93 +146,92 @@ mod tests {
             .join(" ")
     }
 
-    fn body() -> Vec<u8> {
+    fn body(path: &str) -> Vec<u8> {
+        let canonical = format!(
+            "GET\n{path}\n\nhost:h\nx-amz-security-token:{}\n\nhost;x-amz-security-token\n\
+             UNSIGNED-PAYLOAD",
+            String::from_utf8_lossy(TOKEN)
+        );
         format!(
-            "<Error><Code>SignatureDoesNotMatch</Code><CanonicalRequest>GET\n/k\n\n\
-             host:h\nx-amz-security-token:{}\n\nhost;x-amz-security-token\nUNSIGNED-PAYLOAD\
-             </CanonicalRequest><CanonicalRequestBytes>47 45 54 0a {} 0a</CanonicalRequestBytes>\
-             <Upper>{}</Upper></Error>",
-            String::from_utf8_lossy(TOKEN),
-            spaced_hex(TOKEN),
-            spaced_hex(TOKEN).to_ascii_uppercase(),
+            "<Error><Code>SignatureDoesNotMatch</Code><StringToSign>AWS4</StringToSign>\
+             <CanonicalRequest>{canonical}</CanonicalRequest><CanonicalRequestBytes>{}\
+             </CanonicalRequestBytes><RequestId>1</RequestId></Error>",
+            spaced_hex(canonical.as_bytes()),
         )
         .into_bytes()
     }
 
+    fn redacted(whole: &[u8], size: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut r = Redactor::default();
+        for piece in whole.chunks(size) {
+            let mut p = piece.to_vec();
+            r.redact(TOKEN, &mut p);
+            out.extend_from_slice(&p);
+        }
+        out
+    }
+
     fn leaks(out: &[u8]) -> bool {
-        let text = String::from_utf8_lossy(out);
-        // any 16 bytes of the token, in either form
-        TOKEN.windows(MIN_TAIL).any(|w| {
-            text.contains(&*String::from_utf8_lossy(w))
-                || text
-                    .to_ascii_lowercase()
-                    .contains(&spaced_hex(&w[..MIN_TAIL / 3 + 1]))
+        let text = String::from_utf8_lossy(out).to_ascii_lowercase();
+        TOKEN.windows(4).any(|w| {
+            text.contains(&String::from_utf8_lossy(w).to_ascii_lowercase())
+                || text.contains(&spaced_hex(w))
         })
     }
 
     #[test]
-    fn every_form_is_blanked_and_the_length_kept() {
-        let mut b = body();
-        let len = b.len();
+    fn the_canonical_request_and_the_token_are_blanked_the_rest_kept() {
+        let whole = body("/k");
+        let out = redacted(&whole, whole.len());
+        assert_eq!(out.len(), whole.len());
+        assert!(!leaks(&out), "{}", String::from_utf8_lossy(&out));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with(
+            "<Error><Code>SignatureDoesNotMatch</Code><StringToSign>AWS4</StringToSign>\
+             <CanonicalRequest>***"
+        ));
+        assert!(text.contains("*</CanonicalRequest><CanonicalRequestBytes>*"));
+        assert!(text.ends_with("*</CanonicalRequestBytes><RequestId>1</RequestId></Error>"));
+        // outside the elements: whole occurrences, in text or hex of either case
+        let other = format!(
+            "<Message>{} and {}</Message>",
+            String::from_utf8_lossy(TOKEN),
+            spaced_hex(TOKEN).to_ascii_uppercase()
+        );
+        let mut b = other.clone().into_bytes();
         Redactor::default().redact(TOKEN, &mut b);
-        assert_eq!(b.len(), len);
+        assert_eq!(b.len(), other.len());
         assert!(!leaks(&b), "{}", String::from_utf8_lossy(&b));
-        let text = String::from_utf8_lossy(&b);
-        assert!(text.contains("<Code>SignatureDoesNotMatch</Code>"));
-        assert!(text.contains("x-amz-security-token:****"));
-        assert!(text.contains("47 45 54 0a ****"));
     }
 
     #[test]
-    fn in_buffers_cut_anywhere() {
-        let whole = body();
-        let mut once = whole.clone();
-        Redactor::default().redact(TOKEN, &mut once);
-        // two cuts at every pair of places (one byte steps near the token)
-        for size in [1usize, 2, 3, 5, 7, 15, 16, 17, 40, 64, 100, 333] {
-            let mut out = Vec::new();
-            let mut r = Redactor::default();
-            for piece in whole.chunks(size) {
-                let mut p = piece.to_vec();
-                r.redact(TOKEN, &mut p);
-                out.extend_from_slice(&p);
-            }
-            assert_eq!(out.len(), whole.len());
-            assert!(
-                !leaks(&out),
-                "size {size}: {}",
-                String::from_utf8_lossy(&out)
-            );
-            // at most MIN_TAIL - 1 bytes left at a cut, never more
-            let differ = out.iter().zip(&once).filter(|(a, b)| a != b).count();
-            assert!(differ < 3 * MIN_TAIL * 3, "size {size}");
+    fn in_buffers_cut_anywhere_the_same() {
+        let whole = body("/k");
+        let once = redacted(&whole, whole.len());
+        for size in 1..=whole.len().min(400) {
+            assert_eq!(redacted(&whole, size), once, "size {size}");
         }
     }
 
     #[test]
-    fn a_start_within_a_start_that_does_not_go_on_is_found() {
-        // "ABAB" ends the first buffer: the longest beginning is "ABAB",
-        // which does not go on; "AB" (its border) does
-        let secret = b"ABAB0123456789ABCDEFGHIJ";
-        let mut first = b"x:ABAB".to_vec();
-        let mut second = b"AB0123456789ABCDEFGHIJ and more".to_vec();
-        let mut r = Redactor::default();
-        r.redact(secret, &mut first);
-        r.redact(secret, &mut second);
-        // a beginning this short is left (see MIN_TAIL)
-        assert_eq!(&first[..], b"x:ABAB");
-        assert_eq!(&second[..], b"********************** and more");
+    fn what_is_blanked_does_not_depend_on_a_guess() {
+        // a client's path that starts like the token, cut anywhere: the
+        // answer is the same as for a path that does not
+        let guess = body("/IQoJb3JpZ2luX2VjE");
+        let other = body("/IQoJb3JpZ2luX2VjF");
+        for size in [1, 7, 16, 17, 64, 200, guess.len()] {
+            let (a, b) = (redacted(&guess, size), redacted(&other, size));
+            assert_eq!(a, b, "size {size}");
+        }
     }
 
     #[test]
     fn other_text_is_left_alone() {
-        let text = b"<Error><Code>AccessDenied</Code><Message>IQoJ is not 47 45</Message></Error>";
+        let text = b"<Error><Code>AccessDenied</Code><Message>IQoJ is not 47 45 \
+            <CanonicalRequestId></Message></Error>";
         let mut b = text.to_vec();
-        let mut r = Redactor::default();
-        r.redact(TOKEN, &mut b);
+        Redactor::default().redact(TOKEN, &mut b);
         assert_eq!(&b[..], &text[..]);
-        let mut empty = text.to_vec();
-        Redactor::default().redact(b"", &mut empty);
-        assert_eq!(&empty[..], &text[..]);
     }
 }

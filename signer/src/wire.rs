@@ -1076,8 +1076,9 @@ fn asks_for_the_default(name: &[u8], value: &[u8]) -> bool {
         || (name.eq_ignore_ascii_case(b"x-amz-storage-class") && value == b"STANDARD")
 }
 
-/// `x-amz-checksum-*` and `x-amz-sdk-checksum-algorithm`: the checksums
-/// SDKs send on their own (`x-amz-checksum-crc32`, `-algorithm` and
+/// The `x-amz-checksum-*` headers S3 defines for writes (the five
+/// algorithms, `-algorithm`, `-type`) and `x-amz-sdk-checksum-algorithm`:
+/// the checksums SDKs send on their own (`x-amz-checksum-crc32`, `-algorithm` and
 /// `-type` of a multipart upload). With a write they are always forwarded
 /// and signed: S3 then checks the body it gets against the client's
 /// checksum, and the parts of a multipart upload agree with the algorithm
@@ -1086,10 +1087,17 @@ fn asks_for_the_default(name: &[u8], value: &[u8]) -> bool {
 /// for JavaScript and Rust add in every runtime, is dropped, and no reason
 /// to refuse a write: see [`dropped_on_write`].)
 pub(crate) fn is_checksum_header(name: &[u8]) -> bool {
-    const PREFIX: &[u8] = b"x-amz-checksum-";
-    name.get(..PREFIX.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
-        || name.eq_ignore_ascii_case(b"x-amz-sdk-checksum-algorithm")
+    const NAMES: [&[u8]; 8] = [
+        b"x-amz-checksum-crc32",
+        b"x-amz-checksum-crc32c",
+        b"x-amz-checksum-crc64nvme",
+        b"x-amz-checksum-sha1",
+        b"x-amz-checksum-sha256",
+        b"x-amz-checksum-algorithm",
+        b"x-amz-checksum-type",
+        b"x-amz-sdk-checksum-algorithm",
+    ];
+    NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// An `x-amz-*` header of the head that is kept and signed: listed, a
