@@ -400,20 +400,21 @@ unsafe extern "C" fn request_body_filter(
     // SAFETY: nginx calls body filters with the live request and a chain of
     // live buffers; NEXT_REQUEST_BODY_FILTER was set at postconfiguration.
     unsafe {
-        if loc_conf(r).is_some_and(|lc| !lc.hashes_body && lc.credentials.is_some()) {
-            // No hash to take, but a date: a body read whole before the
-            // head goes out (nginx's buffering) can take longer than AWS's
-            // 15 minutes of clock skew, so the clock is read again at its
-            // end, provided nothing was signed yet.
-            if r == (*r).main && chain_has_last(input) {
-                if let Some(ctx) = crate::existing_ctx(r)
-                    .filter(|c| c.signed_upstream.is_null() && c.authorization.len == 0)
-                {
-                    ctx.set_clock((*ngx::ffi::ngx_cached_time).sec);
-                }
+        let lc = loc_conf(r);
+        // A body read whole before the head goes out (nginx's buffering,
+        // or hashed for a signed payload) can take longer than AWS's 15
+        // minutes of clock skew: signing happens now, not when the upload
+        // began, so the clock is read again at its end, provided nothing
+        // was signed yet.
+        if lc.is_some_and(|lc| lc.credentials.is_some()) && r == (*r).main && chain_has_last(input)
+        {
+            if let Some(ctx) = crate::existing_ctx(r)
+                .filter(|c| c.signed_upstream.is_null() && c.authorization.len == 0)
+            {
+                ctx.set_clock((*ngx::ffi::ngx_cached_time).sec);
             }
         }
-        if let Some(lc) = loc_conf(r).filter(|lc| lc.hashes_body) {
+        if let Some(lc) = lc.filter(|lc| lc.hashes_body) {
             if r == (*r).main {
                 if let Some(ctx) = request_ctx(r).filter(|c| !c.body_done) {
                     let hasher = ctx.hasher.get_or_insert_with(Default::default);
@@ -444,8 +445,6 @@ unsafe extern "C" fn request_body_filter(
                             ctx.body_len = h.len();
                             ctx.body_hash = h.finish_hex();
                             ctx.body_done = true;
-                            // Signing happens now, not when the upload began.
-                            ctx.set_clock((*ngx::ffi::ngx_cached_time).sec);
                         }
                     }
                 }
@@ -809,22 +808,16 @@ unsafe fn sign_first_buffer(
             len: auth.len(),
             data: start.add(auth.start),
         };
-        // where the token line is, for blanking it out of an error answer
-        // that echoes the canonical request (see crate::redact)
-        ctx.token_len = 0;
-        // the head ends "x-amz-security-token: TOKEN\r\nAuthorization: "
-        // before the Authorization value (see HeadSignature::emit)
-        const LINE: &[u8] = b"x-amz-security-token: ";
-        const AFTER: usize = "\r\nAuthorization: ".len();
-        if let Some(at) = auth
-            .start
-            .checked_sub(AFTER + token + LINE.len())
-            .filter(|_| token > 0)
-        {
-            let head = std::slice::from_raw_parts(start, auth.start);
-            if head.get(at..at + LINE.len()) == Some(LINE) {
-                ctx.token_len = u32::try_from(token).unwrap_or(0);
-            }
+        // where the token is, for blanking it out of an error answer that
+        // echoes the canonical request (see crate::redact)
+        if token > 0 {
+            ctx.note_token(
+                std::slice::from_raw_parts(start, auth.start),
+                auth.start,
+                token,
+            );
+        } else {
+            ctx.token_len = 0;
         }
     }
     Ok(())

@@ -555,6 +555,10 @@ pub struct RequestCtx {
     pub redacting: *mut aws_signer::redact::Redactor,
 }
 
+/// What follows the session token in a signed head, up to the
+/// `Authorization` value (see `HeadSignature::emit`).
+const TOKEN_AFTER: usize = "\r\nAuthorization: ".len();
+
 impl RequestCtx {
     /// The session token the head was signed with, in the signed head
     /// (request pool memory, wiped with the pool): it ends its line just
@@ -565,7 +569,6 @@ impl RequestCtx {
     /// `token_len` and `authorization` are as the signing set them: the
     /// token's length, and the `Authorization` value in that signed head.
     pub unsafe fn token(&self) -> &[u8] {
-        const AFTER: usize = "\r\nAuthorization: ".len();
         let len = self.token_len as usize;
         if len == 0 || self.authorization.data.is_null() {
             return &[];
@@ -573,7 +576,19 @@ impl RequestCtx {
         // SAFETY: by the contract, the signed head (pool memory) holds the
         // token line right before the Authorization line whose value
         // `authorization` points at.
-        unsafe { std::slice::from_raw_parts(self.authorization.data.sub(AFTER + len), len) }
+        unsafe { std::slice::from_raw_parts(self.authorization.data.sub(TOKEN_AFTER + len), len) }
+    }
+
+    /// Records a token of `len` bytes in the signed head `head`, whose
+    /// `Authorization` value starts at `auth_start`, for [`Self::token`],
+    /// once the head is seen to hold its line there; none (0) otherwise.
+    pub fn note_token(&mut self, head: &[u8], auth_start: usize, len: usize) {
+        const LINE: &[u8] = b"x-amz-security-token: ";
+        self.token_len = auth_start
+            .checked_sub(TOKEN_AFTER + len + LINE.len())
+            .filter(|&at| len > 0 && head.get(at..at + LINE.len()) == Some(LINE))
+            .and_then(|_| u32::try_from(len).ok())
+            .unwrap_or(0);
     }
 
     pub fn amz_date(&self) -> &str {

@@ -261,12 +261,7 @@ def test_a_background_cache_update_of_a_listing_lists(nginx, s3, signing, record
     # not the object named like the directory (whose 404 would then be
     # cached under the listing's key)
     up = recorder.port
-    nginx.write_config(f"""
-    proxy_cache_path {nginx.prefix}/cache-bg levels=1:2 keys_zone=bg:1m max_size=16m;
-    server {{
-        listen 127.0.0.1:{nginx.port};
-{signing.directives("        ")}
-        aws_s3_addressing path;
+    start_path_style(nginx, signing, f"""
         location /bg/ {{
             aws_s3_autoindex on;
             proxy_cache bg;
@@ -276,9 +271,7 @@ def test_a_background_cache_update_of_a_listing_lists(nginx, s3, signing, record
             add_header X-Cache $upstream_cache_status;
             aws_sign;
             proxy_pass http://127.0.0.1:{up}/{BUCKET}/;
-        }}
-    }}""")
-    nginx.start()
+        }}""", f"proxy_cache_path {nginx.prefix}/cache-bg levels=1:2 keys_zone=bg:1m max_size=16m;")
     first = nginx.request("GET", "/bg/small/")
     assert first.status == 200 and first.header("X-Cache") == "MISS", first
     want = sorted(href for href, _ in parse(first.body).links)
@@ -363,9 +356,11 @@ class FlakyS3(BaseHTTPRequestHandler):
         pass
 
 
-def start_path_style(nginx, signing, locations: str) -> None:
-    """Starts nginx with one path-style server holding `locations`."""
+def start_path_style(nginx, signing, locations: str, http: str = "") -> None:
+    """Starts nginx with one path-style server holding `locations` (after
+    `http`, directives of the http block)."""
     nginx.write_config(f"""
+    {http}
     server {{
         listen 127.0.0.1:{nginx.port};
 {signing.directives("        ")}
@@ -496,21 +491,14 @@ def test_a_held_header_that_goes_out_without_a_body_is_all_that_goes_out(nginx, 
     # out as a 304 (a cached page, If-None-Match: *), the rest of S3's
     # answer must not follow it on the keep-alive connection
     with harness.serve_http(SlowS3) as srv:
-        nginx.write_config(f"""
-    proxy_cache_path {nginx.prefix}/cache-slow levels=1:2 keys_zone=slow:1m;
-    server {{
-        listen 127.0.0.1:{nginx.port};
-{signing.directives("        ")}
-        aws_s3_addressing path;
+        start_path_style(nginx, signing, f"""
         location /d/ {{
             aws_s3_autoindex on;
             proxy_cache slow;
             proxy_cache_valid 200 1h;
             aws_sign;
             proxy_pass http://127.0.0.1:{srv.server_address[1]}/{BUCKET}/d/;
-        }}
-    }}""")
-        nginx.start()
+        }}""", f"proxy_cache_path {nginx.prefix}/cache-slow levels=1:2 keys_zone=slow:1m;")
         s = socket.create_connection(("127.0.0.1", nginx.port), timeout=10)
         s.sendall(b"GET /d/big/ HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\n\r\n")
         time.sleep(2.5)
