@@ -21,6 +21,8 @@ const IV: [u32; 8] = [
     0x5be0_cd19,
 ];
 
+type Block = GenericArray<u8, sha2::digest::consts::U64>;
+
 /// Runs the block function over `blocks`, whose length is a multiple of 64.
 fn compress(state: &mut [u32; 8], blocks: &[u8]) {
     for block in blocks.chunks_exact(64) {
@@ -28,41 +30,70 @@ fn compress(state: &mut [u32; 8], blocks: &[u8]) {
     }
 }
 
-/// Pads and hashes the last `tail` (< 64 bytes) of a message of
-/// `total_len` bytes, then wipes `state` (secret-equivalent under an HMAC
-/// key) and, with `wipe_tail` (the message is key material), the padding
-/// buffer that held its tail.
-fn finish(state: &mut [u32; 8], tail: &[u8], total_len: u64, wipe_tail: bool) -> [u8; 32] {
-    let mut buf = [0u8; 128];
-    buf[..tail.len()].copy_from_slice(tail);
-    buf[tail.len()] = 0x80;
-    let blocks = if tail.len() < 56 { 64 } else { 128 };
-    buf[blocks - 8..blocks].copy_from_slice(&(total_len * 8).to_be_bytes());
-    compress(state, &buf[..blocks]);
+/// Hashes `msg` on from `state`, which has already absorbed `prefix_len`
+/// bytes (a whole number of blocks), padding included: `state` ends as the
+/// digest's words. The padded tail is built in `tail` (zeros on entry),
+/// with the whole message when it fits there, so that the block function
+/// runs once; returns how many bytes of `tail` were written.
+fn absorb_last(state: &mut [u32; 8], prefix_len: u64, msg: &[u8], tail: &mut [Block; 2]) -> usize {
+    let total_bits = (prefix_len + msg.len() as u64) * 8;
+    // whole blocks that do not fit in `tail` go straight from `msg`
+    let mut rest = msg;
+    if msg.len() + 9 > 64 * tail.len() {
+        let full = msg.len() - msg.len() % 64;
+        compress(state, &msg[..full]);
+        rest = &msg[full..];
+    }
+    let blocks = (rest.len() + 9).div_ceil(64);
+    let used = &mut tail[..blocks];
+    let mut at = 0;
+    for (block, chunk) in used.iter_mut().zip(rest.chunks(64)) {
+        block[..chunk.len()].copy_from_slice(chunk);
+        at += chunk.len();
+    }
+    used[at / 64][at % 64] = 0x80;
+    used[blocks - 1][56..].copy_from_slice(&total_bits.to_be_bytes());
+    sha2::compress256(state, used);
+    blocks * 64
+}
+
+/// The digest bytes of a final state.
+fn digest_bytes(state: &[u32; 8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     for (o, w) in out.chunks_exact_mut(4).zip(state.iter()) {
         o.copy_from_slice(&w.to_be_bytes());
-    }
-    state.zeroize();
-    if wipe_tail {
-        buf[..blocks].zeroize();
     }
     out
 }
 
 /// Hashes `msg` on from `state`, which has already absorbed `prefix_len`
-/// bytes (a whole number of blocks); the working state is wiped, and the
-/// message's tail too with `wipe_tail`.
+/// bytes (a whole number of blocks), for a digest that is secret (a key,
+/// or a step of a key derivation): the working state is wiped, and the
+/// copy of the message's tail too with `wipe_tail` (the message is key
+/// material).
 fn hash_from(state: &[u32; 8], prefix_len: u64, msg: &[u8], wipe_tail: bool) -> [u8; 32] {
     let mut st = *state;
-    let full = msg.len() - msg.len() % 64;
-    compress(&mut st, &msg[..full]);
-    finish(
-        &mut st,
-        &msg[full..],
-        prefix_len + msg.len() as u64,
-        wipe_tail,
-    )
+    let mut tail = [Block::default(); 2];
+    let written = absorb_last(&mut st, prefix_len, msg, &mut tail);
+    let out = digest_bytes(&st);
+    st.zeroize();
+    if wipe_tail {
+        for block in &mut tail[..written / 64] {
+            block.as_mut_slice().zeroize();
+        }
+    }
+    out
+}
+
+/// [`hash_from`] for a public digest of a public message (the signature
+/// of a string to sign, and its inner hash): nothing to wipe. The states
+/// that hold the key are only ever copied into `st`, which the block
+/// function overwrites.
+fn public_hash_from(state: &[u32; 8], prefix_len: u64, msg: &[u8]) -> [u8; 32] {
+    let mut st = *state;
+    let mut tail = [Block::default(); 2];
+    absorb_last(&mut st, prefix_len, msg, &mut tail);
+    digest_bytes(&st)
 }
 
 /// SHA-256 of `data`, which may be key material: nothing of it is left on
@@ -158,11 +189,13 @@ impl HmacKey {
 
     /// [`HmacKey::mac`] of `prefix`'s block followed by `rest`; `prefix`
     /// must have been made by this key.
+    ///
+    /// This is the signature of a string to sign: neither it nor the inner
+    /// hash it is made from is secret (the inner hash gives nothing
+    /// without the outer keyed state), so nothing is wiped here.
     pub fn mac_after(&self, prefix: &HmacPrefix, rest: &[u8]) -> [u8; 32] {
-        let mut inner = hash_from(&prefix.inner, 128, rest, false);
-        let out = hash_from(&self.outer, 64, &inner, false);
-        inner.zeroize();
-        out
+        let inner = public_hash_from(&prefix.inner, 128, rest);
+        public_hash_from(&self.outer, 64, &inner)
     }
 }
 

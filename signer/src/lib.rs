@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use std::cmp::Ordering;
 use std::fmt;
 
 pub mod config;
@@ -265,9 +266,31 @@ pub fn derive_signing_key(secret: &[u8], scope: &Scope) -> SigningKey {
 
 /// Lowercase hex of `bytes` into `out` (twice as long, or it stops short).
 fn hex_lower(bytes: &[u8], out: &mut [u8]) {
-    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+    let n = bytes.len().min(out.len() / 2);
+    let whole = n - n % 4;
+    let (quads, rest) = bytes[..n].split_at(whole);
+    let (octets, pairs) = out[..2 * n].split_at_mut(2 * whole);
+    for (o, q) in octets.chunks_exact_mut(8).zip(quads.chunks_exact(4)) {
+        o.copy_from_slice(&hex_quad(u32::from_be_bytes([q[0], q[1], q[2], q[3]])));
+    }
+    for (pair, &b) in pairs.chunks_exact_mut(2).zip(rest) {
         pair.copy_from_slice(&HEX_PAIRS[b as usize]);
     }
+}
+
+/// The eight lowercase hex digits of four bytes, in one word: each nibble
+/// spread to a byte of its own, then `0`-`9` and `a`-`f` added to all
+/// eight at once.
+#[inline]
+fn hex_quad(v: u32) -> [u8; 8] {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    let mut x = u64::from(v);
+    x = (x | x << 16) & 0x0000_ffff_0000_ffff;
+    x = (x | x << 8) & 0x00ff_00ff_00ff_00ff;
+    x = (x | x << 4) & 0x0f0f_0f0f_0f0f_0f0f;
+    // 1 in each byte whose nibble is 10 or more
+    let letters = ((x + 6 * LOW) >> 4) & LOW;
+    (x + b'0' as u64 * LOW + letters * u64::from(b'a' - b'0' - 10)).to_be_bytes()
 }
 
 /// The two lowercase hex digits of every byte.
@@ -1057,11 +1080,38 @@ fn write_if_strict(query: &[u8], keep: &dyn Fn(&[u8]) -> bool, out: &mut Vec<u8>
         return Some(true);
     }
     let start = out.len();
-    // one pass: unreserved bytes, strict escapes, `&` between non-empty
-    // parameters, at most one `=` in each (another is `%3D` in a value)
-    let (mut part, mut eq) = (0usize, None::<usize>);
     let mut in_order = true;
     let mut prev: (&[u8], &[u8]) = (b"", b"");
+    strict_params(query, |part, eq, end| {
+        let key = &query[part..eq];
+        if keep(key) {
+            let value = query.get(eq + 1..end).unwrap_or(b"");
+            if out.len() > start {
+                out.push(b'&');
+                in_order &= cmp_bytes(key, prev.0)
+                    .then_with(|| cmp_bytes(value, prev.1))
+                    .is_ge();
+            }
+            in_order &= eq < end;
+            prev = (key, value);
+            out.extend_from_slice(&query[part..end]);
+        }
+        Some(())
+    })?;
+    Some(in_order)
+}
+
+/// Walks a query in its strict form: unreserved bytes and strict escapes,
+/// `&` between non-empty parameters, at most one `=` in each (another is
+/// `%3D` in a value). Calls `param` with each parameter's start, `=` (or
+/// end) and end, in one pass; `None` as soon as a byte breaks the form,
+/// or `param` gives `None`.
+#[inline]
+fn strict_params(
+    query: &[u8],
+    mut param: impl FnMut(usize, usize, usize) -> Option<()>,
+) -> Option<()> {
+    let (mut part, mut eq) = (0usize, None::<usize>);
     let mut i = 0;
     loop {
         i = keep_run(query, i, 1);
@@ -1072,20 +1122,9 @@ fn write_if_strict(query: &[u8], keep: &dyn Fn(&[u8]) -> bool, out: &mut Vec<u8>
             }
             Some(b'%') if strict_escape_at(query, i, 1) => i += 3,
             None | Some(b'&') if i > part => {
-                let e = eq.unwrap_or(i);
-                let key = &query[part..e];
-                if keep(key) {
-                    let value = query.get(e + 1..i).unwrap_or(b"");
-                    if out.len() > start {
-                        out.push(b'&');
-                        in_order &= (key, value) >= prev;
-                    }
-                    in_order &= eq.is_some();
-                    prev = (key, value);
-                    out.extend_from_slice(&query[part..i]);
-                }
+                param(part, eq.unwrap_or(i), i)?;
                 if i == query.len() {
-                    return Some(in_order);
+                    return Some(());
                 }
                 i += 1;
                 (part, eq) = (i, None);
@@ -1106,6 +1145,19 @@ pub fn requote_path(raw: &[u8], out: &mut Vec<u8>) {
 /// value, `key=` for a key without a value; empty pairs (`&&`) are dropped.
 pub fn write_canonical_query(query: &[u8], out: &mut Vec<u8>) {
     if query.is_empty() {
+        return;
+    }
+    // A query already in its strict form (what SDKs send) is its own
+    // canonical form once its parameters are in order.
+    let mut small = [(0u32, 0u32, 0u32); 16];
+    if let Some((n, in_order)) = scan_strict_query(query, &mut small) {
+        if in_order {
+            out.extend_from_slice(query);
+        } else {
+            let pairs = &mut small[..n];
+            sort_pairs(query, pairs);
+            write_pairs(query, pairs, out);
+        }
         return;
     }
     // The encoded keys and values go to the end of `out` first, as
@@ -1155,6 +1207,72 @@ pub fn write_canonical_query(query: &[u8], out: &mut Vec<u8>) {
     out.truncate(base + written);
 }
 
+/// One pass over a query in its strict form (see [`strict_params`]).
+/// Its parameters' offsets (start, `=` or end, end) go to `pairs`; returns
+/// how many there are and whether the query is its own canonical form
+/// (see [`is_canonical_order`]). `None` for any other query, or one of
+/// more parameters than `pairs` holds.
+fn scan_strict_query(query: &[u8], pairs: &mut [(u32, u32, u32); 16]) -> Option<(usize, bool)> {
+    if query.len() >= u32::MAX as usize {
+        return None;
+    }
+    let (mut n, mut in_order) = (0, true);
+    strict_params(query, |part, eq, end| {
+        let pair = (part as u32, eq as u32, end as u32);
+        in_order &= eq < end;
+        if n > 0 {
+            in_order &= pair_cmp(query, &pairs[n - 1], &pair).is_le();
+        }
+        *pairs.get_mut(n)? = pair;
+        n += 1;
+        Some(())
+    })?;
+    Some((n, in_order))
+}
+
+/// Orders parameters given as offsets into their query by name, then
+/// value.
+fn pair_cmp(query: &[u8], a: &(u32, u32, u32), b: &(u32, u32, u32)) -> Ordering {
+    cmp_bytes(pair_name(query, a), pair_name(query, b))
+        .then_with(|| cmp_bytes(pair_value(query, a), pair_value(query, b)))
+}
+
+/// `a.cmp(b)` for the short names and values of a request, inline: they
+/// mostly differ in their first bytes, where a call to `memcmp` costs more
+/// than the comparison.
+fn cmp_bytes(a: &[u8], b: &[u8]) -> Ordering {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Sorts parameters by name then value, a stable insertion sort: for the
+/// handful of them a query holds (at most 16 here).
+fn sort_pairs(query: &[u8], pairs: &mut [(u32, u32, u32)]) {
+    for i in 1..pairs.len() {
+        let mut j = i;
+        while j > 0 && pair_cmp(query, &pairs[j], &pairs[j - 1]).is_lt() {
+            pairs.swap(j, j - 1);
+            j -= 1;
+        }
+    }
+}
+
+/// Writes parameters as `name=value`, joined by `&`.
+fn write_pairs(query: &[u8], pairs: &[(u32, u32, u32)], out: &mut Vec<u8>) {
+    for (i, p) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        out.extend_from_slice(pair_name(query, p));
+        out.push(b'=');
+        out.extend_from_slice(pair_value(query, p));
+    }
+}
+
 /// Writes the canonical query of a query already in its strict form (see
 /// [`write_strict_query`], which every forwarded query goes through):
 /// pairs sorted by key then value, `key=` for a bare key. Nothing is
@@ -1165,17 +1283,7 @@ pub(crate) fn write_canonical_strict_query(
     out: &mut Vec<u8>,
 ) {
     let mut small = [(0u32, 0u32, 0u32); 16];
-    for (i, p) in sorted_strict_pairs(query, &mut small, pairs)
-        .iter()
-        .enumerate()
-    {
-        if i > 0 {
-            out.push(b'&');
-        }
-        out.extend_from_slice(pair_name(query, p));
-        out.push(b'=');
-        out.extend_from_slice(pair_value(query, p));
-    }
+    write_pairs(query, sorted_strict_pairs(query, &mut small, pairs), out);
 }
 
 /// When a strict query gives a name more than once, rewrites it with its
@@ -1229,16 +1337,17 @@ fn sorted_strict_pairs<'p>(
 ) -> &'p [(u32, u32, u32)] {
     large.clear();
     let n = strict_pairs(query, small, large);
-    let pairs = if n <= small.len() {
+    let inline = n <= small.len();
+    let pairs = if inline {
         &mut small[..n]
     } else {
         &mut large[..]
     };
-    pairs.sort_by(|a, b| {
-        pair_name(query, a)
-            .cmp(pair_name(query, b))
-            .then_with(|| pair_value(query, a).cmp(pair_value(query, b)))
-    });
+    if inline {
+        sort_pairs(query, pairs);
+    } else {
+        pairs.sort_by(|a, b| pair_cmp(query, a, b));
+    }
     pairs
 }
 
@@ -1297,16 +1406,20 @@ fn is_canonical_order(query: &[u8]) -> bool {
 fn all_above_space(value: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut words = value.chunks_exact(8);
-    for w in &mut words {
+    // a byte below 0x21 sets its high bit here (exact for bytes below
+    // 0x80; bytes from 0x80 never do)
+    let below = |w: &[u8]| {
         let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        // a byte below 0x21 sets its high bit here (exact for bytes
-        // below 0x80; bytes from 0x80 never do)
-        if x.wrapping_sub(ONES * 0x21) & !x & HIGH != 0 {
-            return false;
-        }
-    }
-    words.remainder().iter().all(|&b| b > b' ')
+        x.wrapping_sub(ONES * 0x21) & !x & HIGH
+    };
+    let Some(last) = value.last_chunk::<8>() else {
+        return value.iter().all(|&b| b > b' ');
+    };
+    // the last word overlaps the words before it: no byte-wise tail
+    value
+        .chunks_exact(8)
+        .fold(below(last), |acc, w| acc | below(w))
+        == 0
 }
 
 /// Appends a header value trimmed, with every run of whitespace (spaces,
@@ -1366,7 +1479,9 @@ fn write_headers(headers: &[(&[u8], &[u8])], out: &mut Vec<u8>) -> std::ops::Ran
     let simple = headers
         .iter()
         .all(|(n, _)| !n.iter().any(u8::is_ascii_uppercase))
-        && headers.windows(2).all(|w| w[0].0 < w[1].0);
+        && headers
+            .windows(2)
+            .all(|w| cmp_bytes(w[0].0, w[1].0).is_lt());
     if simple {
         for (name, value) in headers {
             out.extend_from_slice(name);
@@ -1460,6 +1575,23 @@ fn write_headers(headers: &[(&[u8], &[u8])], out: &mut Vec<u8>) -> std::ops::Ran
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_lower_matches_the_hex_crate() {
+        let data: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        for n in [0, 1, 3, 4, 5, 7, 8, 31, 32, 33, 255, 512] {
+            let mut out = vec![0u8; 2 * n];
+            super::hex_lower(&data[..n], &mut out);
+            assert_eq!(out, hex::encode(&data[..n]).into_bytes(), "{n}");
+        }
+        // a short output stops the writing short
+        let mut out = [b'-'; 5];
+        super::hex_lower(&[0xab, 0xcd, 0xef], &mut out);
+        assert_eq!(&out, b"abcd-");
+        let mut out = [b'-'; 11];
+        super::hex_lower(&[1, 2, 3, 4, 5, 6, 7, 8], &mut out);
+        assert_eq!(&out, b"0102030405-");
+    }
+
     use super::*;
 
     #[test]
