@@ -352,14 +352,50 @@ proptest! {
         }
         let mut fast = b"prefix".to_vec();
         write_canonical_query(&query, &mut fast);
-        // the definition: each name and value decoded and encoded, bare
-        // names given their `=`, empty parameters dropped, sorted
-        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = aws_signer::query_parts(&query)
-            .map(|(k, v, _)| {
-                let (mut key, mut value) = (Vec::new(), Vec::new());
-                requote_query_component(k, &mut key);
-                requote_query_component(v, &mut value);
-                (key, value)
+        // the definition, written here without the crate's own tables:
+        // each name and value decoded (either hex case, `+` as a space)
+        // and encoded with the unreserved set in uppercase hex, bare names
+        // given their `=`, empty parameters dropped, sorted
+        fn requoted(raw: &[u8]) -> Vec<u8> {
+            let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+            let mut decoded = Vec::new();
+            let mut i = 0;
+            while i < raw.len() {
+                let escape = match raw.get(i..i + 3) {
+                    Some([b'%', h, l]) => hex(*h).zip(hex(*l)).map(|(h, l)| h << 4 | l),
+                    _ => None,
+                };
+                match (escape, raw[i]) {
+                    (Some(b), _) => {
+                        decoded.push(b);
+                        i += 3;
+                    }
+                    (None, b'+') => {
+                        decoded.push(b' ');
+                        i += 1;
+                    }
+                    (None, b) => {
+                        decoded.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            for b in decoded {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    out.push(b);
+                } else {
+                    out.extend_from_slice(format!("%{b:02X}").as_bytes());
+                }
+            }
+            out
+        }
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = query
+            .split(|&b| b == b'&')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.iter().position(|&b| b == b'=') {
+                Some(i) => (requoted(&p[..i]), requoted(&p[i + 1..])),
+                None => (requoted(p), Vec::new()),
             })
             .collect();
         pairs.sort();
