@@ -202,10 +202,7 @@ fn paired_ratio(mut ours: impl FnMut(), mut floor: impl FnMut()) -> (f64, f64, f
 
 /// Reads criterion's point estimates back and prints ns/op and ratios.
 fn summary(names: &[(&str, &str)]) {
-    let dir = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("criterion/sign_s3_get");
+    let dir = criterion_dir().join("sign_s3_get");
     let mut ns = Vec::new();
     for (label, id) in names {
         let file = dir.join(id).join("new/estimates.json");
@@ -240,4 +237,21 @@ fn summary(names: &[(&str, &str)]) {
         get("ours") / get("floor"),
         get("aws-sigv4") / get("ours")
     );
+}
+
+/// Where criterion writes its estimates, by its own rules, for the summary
+/// to read them back whatever directory the bench runs from:
+/// `$CRITERION_HOME`, `$CARGO_TARGET_DIR/criterion`, the workspace's
+/// target directory under cargo, else `target/criterion` here.
+fn criterion_dir() -> std::path::PathBuf {
+    use std::path::{Path, PathBuf};
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        PathBuf::from(home)
+    } else if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        Path::new(&target).join("criterion")
+    } else if std::env::var_os("CARGO").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion")
+    } else {
+        PathBuf::from("target/criterion")
+    }
 }
