@@ -427,6 +427,24 @@ def check_role_signed(recorder: "RecordingProxy", issuer) -> list[str]:
     return tokens
 
 
+def send_in_pieces(handler, status: int, body: bytes, piece: int = 0, pause: float = 0.0,
+                   content_type: str = "application/xml") -> None:
+    """Answers from a `BaseHTTPRequestHandler` with `status` and `body`,
+    written in pieces of `piece` bytes (all at once for 0), flushed and
+    `pause` seconds apart: so that nginx reads the body in several
+    buffers, or a client sees it arrive slowly."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    step = piece or max(len(body), 1)
+    for i in range(0, len(body), step):
+        handler.wfile.write(body[i:i + step])
+        handler.wfile.flush()
+        if pause:
+            time.sleep(pause)
+
+
 # --------------------------------------------------------------------------
 # Raw HTTP client
 # --------------------------------------------------------------------------

@@ -400,15 +400,13 @@ def test_a_failed_later_page_ends_the_response_short(nginx, signing, error_page)
         assert "continuation-token=next%2Bpage%2F%3D" in FlakyS3.calls[1], FlakyS3.calls
 
 
-def send_listing(handler: BaseHTTPRequestHandler, parts: list[str]) -> None:
+def send_listing(handler: BaseHTTPRequestHandler, parts: list[str], piece: int = 0,
+                 pause: float = 0.0) -> None:
     """Answers 200 with a ListBucketResult made of `parts` (its opening
-    tag included) and its closing tag."""
+    tag included) and its closing tag (in pieces: see
+    `harness.send_in_pieces`)."""
     body = ("".join(parts) + "</ListBucketResult>").encode()
-    handler.send_response(200)
-    handler.send_header("Content-Type", "application/xml")
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    handler.wfile.write(body)
+    harness.send_in_pieces(handler, 200, body, piece, pause)
 
 
 class Paged(BaseHTTPRequestHandler):
@@ -472,15 +470,7 @@ class SlowS3(BaseHTTPRequestHandler):
                  "<IsTruncated>false</IsTruncated>"]
         parts += [f"<Contents><Key>{prefix}k{i:04d}.txt</Key><Size>3</Size></Contents>"
                   for i in range(n)]
-        body = ("".join(parts) + "</ListBucketResult>").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/xml")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        for i in range(0, len(body), 4000):
-            self.wfile.write(body[i:i + 4000])
-            self.wfile.flush()
-            time.sleep(0.1)
+        send_listing(self, parts, piece=4000, pause=0.1)
 
     def log_message(self, *a):
         pass

@@ -599,14 +599,7 @@ class EchoesCanonicalRequest(http.server.BaseHTTPRequestHandler):
                 f"<CanonicalRequest>{canonical}</CanonicalRequest><CanonicalRequestBytes>"
                 f"{' '.join(f'{b:02x}' for b in canonical.encode())}</CanonicalRequestBytes>"
                 "</Error>").encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/xml")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        for i in range(0, len(body), 700):
-            self.wfile.write(body[i:i + 700])
-            self.wfile.flush()
-            time.sleep(0.01)
+        harness.send_in_pieces(self, status, body, piece=700, pause=0.01)
 
     def log_message(self, *args):
         pass
