@@ -1088,9 +1088,7 @@ fn write_if_strict(query: &[u8], keep: &dyn Fn(&[u8]) -> bool, out: &mut Vec<u8>
             let value = query.get(eq + 1..end).unwrap_or(b"");
             if out.len() > start {
                 out.push(b'&');
-                in_order &= cmp_bytes(key, prev.0)
-                    .then_with(|| cmp_bytes(value, prev.1))
-                    .is_ge();
+                in_order &= param_cmp((key, value), prev).is_ge();
             }
             in_order &= eq < end;
             prev = (key, value);
@@ -1230,11 +1228,16 @@ fn scan_strict_query(query: &[u8], pairs: &mut [(u32, u32, u32); 16]) -> Option<
     Some((n, in_order))
 }
 
-/// Orders parameters given as offsets into their query by name, then
-/// value.
+/// [`param_cmp`] for parameters given as offsets into their query; the
+/// values are looked up only when the names tie.
 fn pair_cmp(query: &[u8], a: &(u32, u32, u32), b: &(u32, u32, u32)) -> Ordering {
     cmp_bytes(pair_name(query, a), pair_name(query, b))
         .then_with(|| cmp_bytes(pair_value(query, a), pair_value(query, b)))
+}
+
+/// The canonical order of query parameters: by name, then value.
+fn param_cmp(a: (&[u8], &[u8]), b: (&[u8], &[u8])) -> Ordering {
+    cmp_bytes(a.0, b.0).then_with(|| cmp_bytes(a.1, b.1))
 }
 
 /// `a.cmp(b)` for the short names and values of a request, inline: they
@@ -1393,7 +1396,7 @@ fn is_canonical_order(query: &[u8]) -> bool {
             return false;
         };
         let pair = (&part[..eq], &part[eq + 1..]);
-        if prev.is_some_and(|p| pair < p) {
+        if prev.is_some_and(|p| param_cmp(pair, p).is_lt()) {
             return false;
         }
         prev = Some(pair);
