@@ -980,20 +980,45 @@ impl HeadSignature {
         out: &mut impl Sink,
     ) -> std::ops::Range<usize> {
         let head = &checked.head;
-        out.put(head.method);
-        out.put(b" ");
-        out.put(&checked.path);
+        let raw = head.raw;
+        // the request line as it came, when its target is already what is
+        // sent (the usual case): one copy
+        let first = head.lines.first().map_or(0, |l| l.start as usize);
+        let mut line_len = head.method.len() + 1 + checked.path.len() + head.version.len() + 2;
         if !checked.query.is_empty() {
-            out.put(b"?");
-            out.put(&checked.query);
+            line_len += 1 + checked.query.len();
         }
-        out.put(head.version);
-        out.put(b"\r\n");
-        for (name, _, line, kind) in head.entries() {
-            if kind == Kind::Other || (kind == Kind::Amz && kept_amz(name, how, head.method)) {
-                out.put(line);
+        if first == line_len && checked.path == head.path && checked.query == head.query {
+            out.put(&raw[..first]);
+        } else {
+            out.put(head.method);
+            out.put(b" ");
+            out.put(&checked.path);
+            if !checked.query.is_empty() {
+                out.put(b"?");
+                out.put(&checked.query);
             }
+            out.put(head.version);
+            out.put(b"\r\n");
         }
+        // the header lines kept, each run of adjacent ones in one copy
+        let mut run = 0..0;
+        for l in &head.lines {
+            let keep = match l.kind {
+                Kind::Other => true,
+                Kind::Amz => kept_amz(&raw[l.start as usize..l.colon as usize], how, head.method),
+                Kind::Signers => false,
+            };
+            if !keep {
+                continue;
+            }
+            if run.end != l.start as usize {
+                out.put(&raw[run]);
+                run = l.start as usize..l.start as usize;
+            }
+            run.end = l.end as usize;
+        }
+        out.put(&raw[run]);
         if how.content_sha256_header {
             out.put(b"x-amz-content-sha256: ");
             out.put(how.payload_hash.as_bytes());
