@@ -72,6 +72,11 @@ pub struct LocConf {
     /// `aws_s3_bucket`: the buckets a signed request may address.
     pub bucket: Option<Vec<String>>,
     pub endpoint: Option<String>,
+    /// Without `aws_endpoint`: the endpoint for the keys' region and the
+    /// other names of it, computed at merge (see
+    /// [`aws_signer::config::default_s3_endpoints`]).
+    endpoint_default: String,
+    endpoint_also: Vec<String>,
     pub sign: Option<bool>,
     /// `aws_s3_addressing`; `None` accepts either style.
     pub addressing: Option<Addressing>,
@@ -136,9 +141,24 @@ impl LocConf {
         self.sign == Some(true)
     }
 
-    /// The endpoint, default `s3.amazonaws.com`.
+    /// The endpoint: `aws_endpoint`, else the one for the keys' region
+    /// (`s3.amazonaws.com` for us-east-1 or no region).
     pub fn endpoint(&self) -> &str {
-        self.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT)
+        match &self.endpoint {
+            Some(e) => e,
+            None if !self.endpoint_default.is_empty() => &self.endpoint_default,
+            None => DEFAULT_ENDPOINT,
+        }
+    }
+
+    /// Other names of the default endpoint, which the bucket check takes
+    /// as it; none with `aws_endpoint`.
+    pub fn endpoint_also(&self) -> &[String] {
+        if self.endpoint.is_some() {
+            &[]
+        } else {
+            &self.endpoint_also
+        }
     }
 
     /// The addressing style in effect: as set, else virtual-host (the C
@@ -180,6 +200,7 @@ impl LocConf {
                 buckets: self.bucket.as_deref().unwrap_or(&[]),
                 addressing: self.addressing,
                 endpoint: self.endpoint(),
+                also: self.endpoint_also(),
                 listing: self.listing == Some(true),
             }),
             forward_amz: self.forward(),
@@ -1260,6 +1281,17 @@ impl LocConf {
         inherit(&mut self.autoindex_format, &prev.autoindex_format);
         inherit(&mut self.autoindex_max, &prev.autoindex_max);
         inherit(&mut self.append_slash, &prev.append_slash);
+        if self.endpoint.is_none() {
+            // the region of the keys: a static key's scope, the first
+            // day's of a key file, else aws_region (secret mode, roles)
+            let region = match (&self.key_file, &self.scope) {
+                (Some(file), _) if !file.is_empty() => file[0].0.region().to_owned(),
+                (None, Some(scope)) => scope.region().to_owned(),
+                _ => self.region.clone().unwrap_or_default(),
+            };
+            (self.endpoint_default, self.endpoint_also) =
+                aws_signer::config::default_s3_endpoints(&region);
+        }
         (self.s3_host, self.s3_path_prefix) = match (self.bucket.as_deref(), self.addressing()) {
             (Some([b, ..]), Addressing::Virtual) => {
                 (format!("{b}.{}", self.endpoint()), String::new())

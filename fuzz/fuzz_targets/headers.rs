@@ -51,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
             buckets: &buckets,
             addressing: Some(Addressing::Path),
             endpoint: "s3.amazonaws.com",
+            also: &[],
             listing: false,
         }),
         forward_amz: &[],

@@ -9,6 +9,44 @@ use crate::{Scope, SigningKey, SIGNING_KEY_LEN};
 /// The endpoint used when none is configured.
 pub const DEFAULT_ENDPOINT: &str = "s3.amazonaws.com";
 
+/// The S3 endpoint for keys of `region` when `aws_endpoint` is not set,
+/// and the other names AWS gives the same service there, which the bucket
+/// check accepts as the endpoint too. The endpoint is
+/// [`DEFAULT_ENDPOINT`] (the C module's default) for `us-east-1` or no
+/// region, else the region's own (`s3.REGION.amazonaws.com`, `.com.cn` in
+/// China), where path-style requests and new regions work. The other names
+/// are the regional, global (not in China), dual-stack and dashed
+/// (`s3-REGION.amazonaws.com`) forms.
+pub fn default_s3_endpoints(region: &str) -> (String, Vec<String>) {
+    let valid = !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid {
+        return (DEFAULT_ENDPOINT.to_owned(), Vec::new());
+    }
+    let domain = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    let regional = format!("s3.{region}.{domain}");
+    let mut others = vec![
+        format!("s3.dualstack.{region}.{domain}"),
+        format!("s3-{region}.{domain}"),
+    ];
+    if domain == "amazonaws.com.cn" {
+        return (regional, others);
+    }
+    if region == "us-east-1" {
+        others.insert(0, regional);
+        (DEFAULT_ENDPOINT.to_owned(), others)
+    } else {
+        others.insert(0, DEFAULT_ENDPOINT.to_owned());
+        (regional, others)
+    }
+}
+
 /// An access key id: letters and digits only.
 pub fn parse_access_key(v: &[u8]) -> Result<String, String> {
     if v.is_empty() {
@@ -171,6 +209,39 @@ mod tests {
         assert!(parse_signing_key(short.as_bytes())
             .unwrap_err()
             .contains("31 bytes"));
+    }
+
+    #[test]
+    fn default_endpoints_follow_the_region() {
+        let (ep, others) = default_s3_endpoints("eu-west-1");
+        assert_eq!(ep, "s3.eu-west-1.amazonaws.com");
+        assert_eq!(
+            others,
+            [
+                "s3.amazonaws.com",
+                "s3.dualstack.eu-west-1.amazonaws.com",
+                "s3-eu-west-1.amazonaws.com"
+            ]
+        );
+        let (ep, others) = default_s3_endpoints("us-east-1");
+        assert_eq!(ep, DEFAULT_ENDPOINT);
+        assert_eq!(
+            others,
+            [
+                "s3.us-east-1.amazonaws.com",
+                "s3.dualstack.us-east-1.amazonaws.com",
+                "s3-us-east-1.amazonaws.com"
+            ]
+        );
+        let (ep, others) = default_s3_endpoints("cn-north-1");
+        assert_eq!(ep, "s3.cn-north-1.amazonaws.com.cn");
+        assert!(others.iter().all(|o| o.ends_with(".amazonaws.com.cn")));
+        for odd in ["", "EU-WEST-1", "eu west", "eu.west-1", "eu/x"] {
+            assert_eq!(
+                default_s3_endpoints(odd),
+                (DEFAULT_ENDPOINT.to_owned(), vec![])
+            );
+        }
     }
 
     #[test]

@@ -631,6 +631,7 @@ mod tests {
                 buckets,
                 addressing: Some(addressing),
                 endpoint: "s3.amazonaws.com",
+                also: &[],
                 listing: true,
             }),
             forward_amz: &[],

@@ -131,6 +131,10 @@ pub struct S3Policy<'a> {
     pub addressing: Option<Addressing>,
     /// The endpoint, `host` or `host:port`.
     pub endpoint: &'a str,
+    /// Other names of the same endpoint, host only, accepted as it (AWS's
+    /// regional, global and dual-stack names, when `aws_endpoint` is not
+    /// set).
+    pub also: &'a [String],
     /// Requests for the bucket itself (an empty key: ListObjects) are
     /// signed, for GET and HEAD only.
     pub listing: bool,
@@ -447,15 +451,17 @@ fn copy_source_in_bucket(
 /// A `Host` is lowercased: bucket names in one are.
 fn addressed_bucket<'h>(head: &Head<'h>, path: &'h [u8], s3: &S3Policy<'_>) -> Vec<u8> {
     let (name, port) = split_host(head.host());
-    let (ep_name, ep_port) = split_host(s3.endpoint.as_bytes());
+    let (ep_name, _) = split_host(s3.endpoint.as_bytes());
     let name = name.strip_suffix(b".").unwrap_or(name);
-    if let Some(n) = name.len().checked_sub(ep_name.len() + 1) {
-        if name[n] == b'.' && name[n + 1..].eq_ignore_ascii_case(ep_name) {
-            return name[..n].to_ascii_lowercase();
+    let names = std::iter::once(ep_name).chain(s3.also.iter().map(|a| a.as_bytes()));
+    for ep in names {
+        if let Some(n) = name.len().checked_sub(ep.len() + 1) {
+            if name[n] == b'.' && name[n + 1..].eq_ignore_ascii_case(ep) {
+                return name[..n].to_ascii_lowercase();
+            }
         }
     }
-    let at_endpoint =
-        (name.eq_ignore_ascii_case(ep_name) && same_port(port, ep_port)) || is_ip_literal(name);
+    let at_endpoint = is_endpoint(name, port, s3) || is_ip_literal(name);
     if at_endpoint || s3.addressing == Some(Addressing::Path) {
         first_segment(path).0.to_vec()
     } else {
@@ -588,6 +594,18 @@ fn is_ip_literal(name: &[u8]) -> bool {
     }
 }
 
+/// `name` and `port` (of a `Host`) are the endpoint or one of its other
+/// names.
+fn is_endpoint(name: &[u8], port: Option<&[u8]>, s3: &S3Policy<'_>) -> bool {
+    let (ep_name, ep_port) = split_host(s3.endpoint.as_bytes());
+    same_port(port, ep_port)
+        && (name.eq_ignore_ascii_case(ep_name)
+            || s3
+                .also
+                .iter()
+                .any(|a| name.eq_ignore_ascii_case(a.as_bytes())))
+}
+
 /// `name` equals `bucket` + `.` + `endpoint`, ignoring case.
 fn is_bucket_host(name: &[u8], bucket: &[u8], endpoint: &[u8]) -> bool {
     name.len() == bucket.len() + 1 + endpoint.len()
@@ -712,8 +730,7 @@ fn check_s3(
 ) -> Result<usize, Refusal> {
     let (name, port) = split_host(head.host());
     let (ep_name, ep_port) = split_host(s3.endpoint.as_bytes());
-    let at_endpoint =
-        (name.eq_ignore_ascii_case(ep_name) && same_port(port, ep_port)) || is_ip_literal(name);
+    let at_endpoint = is_endpoint(name, port, s3) || is_ip_literal(name);
     let (first, after_first) = first_segment(path);
     let path_bucket = s3.buckets.iter().any(|b| b.as_bytes() == first);
     let style = if s3.buckets.is_empty() {
@@ -730,10 +747,13 @@ fn check_s3(
             .any(|b| name.eq_ignore_ascii_case(b.as_bytes()));
         let virtual_ok = same_port(port, ep_port)
             && (cname
-                || s3
-                    .buckets
-                    .iter()
-                    .any(|b| is_bucket_host(name, b.as_bytes(), ep_name)));
+                || s3.buckets.iter().any(|b| {
+                    is_bucket_host(name, b.as_bytes(), ep_name)
+                        || s3
+                            .also
+                            .iter()
+                            .any(|a| is_bucket_host(name, b.as_bytes(), a.as_bytes()))
+                }));
         match s3.addressing {
             Some(Addressing::Virtual) if virtual_ok => Addressing::Virtual,
             Some(Addressing::Virtual) => return Err(Refusal::Host),
@@ -867,6 +887,7 @@ mod tests {
                 buckets,
                 addressing,
                 endpoint: "s3.amazonaws.com",
+                also: &[],
                 listing,
             }),
             forward_amz: &[],
@@ -900,6 +921,71 @@ mod tests {
         assert_eq!(
             verdict(&p, &head("PUT", "/k", "my-bucket.s3.amazonaws.com")),
             Err(Refusal::Method)
+        );
+    }
+
+    #[test]
+    fn other_names_of_the_endpoint() {
+        let b = names(&["my-bucket"]);
+        let (endpoint, also) = crate::config::default_s3_endpoints("eu-west-1");
+        let mut p = s3(&b, None, false);
+        if let Some(s) = p.s3.as_mut() {
+            s.endpoint = &endpoint;
+            s.also = &also;
+        }
+        let ok = Ok(("/k".into(), "".into()));
+        for host in [
+            "my-bucket.s3.eu-west-1.amazonaws.com",
+            "my-bucket.s3.amazonaws.com",
+            "MY-BUCKET.s3.dualstack.eu-west-1.amazonaws.com",
+            "my-bucket.s3-eu-west-1.amazonaws.com:443",
+        ] {
+            assert_eq!(verdict(&p, &head("GET", "/k", host)), ok, "{host}");
+        }
+        for host in [
+            "s3.eu-west-1.amazonaws.com",
+            "s3.amazonaws.com",
+            "s3.dualstack.eu-west-1.amazonaws.com",
+        ] {
+            assert_eq!(
+                verdict(&p, &head("GET", "/my-bucket/k", host)),
+                Ok(("/my-bucket/k".into(), "".into())),
+                "{host}"
+            );
+            // another bucket, at any name of the endpoint
+            assert_eq!(
+                verdict(&p, &head("GET", "/other/k", host)),
+                Err(Refusal::Bucket),
+                "{host}"
+            );
+        }
+        // another region's endpoint, another bucket, another port: refused
+        for host in [
+            "my-bucket.s3.us-west-2.amazonaws.com",
+            "other.s3.eu-west-1.amazonaws.com",
+            "my-bucket.s3.amazonaws.com:8080",
+            "my-bucket.s3.eu-west-1.amazonaws.com.evil.example",
+        ] {
+            assert_eq!(
+                verdict(&p, &head("GET", "/k", host)),
+                Err(Refusal::Host),
+                "{host}"
+            );
+        }
+        // path style only: the other names are the endpoint too
+        if let Some(s) = p.s3.as_mut() {
+            s.addressing = Some(Addressing::Path);
+        }
+        assert_eq!(
+            verdict(&p, &head("GET", "/my-bucket/k", "s3.amazonaws.com")),
+            Ok(("/my-bucket/k".into(), "".into()))
+        );
+        assert_eq!(
+            verdict(
+                &p,
+                &head("GET", "/my-bucket/k", "my-bucket.s3.amazonaws.com")
+            ),
+            Err(Refusal::Host)
         );
     }
 

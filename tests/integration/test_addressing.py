@@ -91,6 +91,58 @@ def test_explicit_addressing_refuses_the_other_style(nginx, recorder, signing, o
     assert f"aws_s3_addressing {addressing}" in errors[0] and BUCKET in errors[0], errors
 
 
+def test_default_endpoint_follows_the_keys_region(nginx, recorder, obj):
+    """Without aws_endpoint, keys of another region than us-east-1 make
+    the region's endpoint the default ($aws_s3_host), and the bucket check
+    takes AWS's other names of it (global, dual-stack, dashed); another
+    region's endpoint or another port is still refused, and so is another
+    bucket at any of them."""
+    eu = harness.SigningConfig(region="eu-west-1")
+    regional = "s3.eu-west-1.amazonaws.com"
+    hosts = [f"{BUCKET}.{regional}", VHOST, f"{BUCKET}.s3.dualstack.eu-west-1.amazonaws.com",
+             f"{BUCKET}.s3-eu-west-1.amazonaws.com", regional]
+    locations = "".join(f"""
+        location /{i}/ {{
+            aws_sign;
+            proxy_set_header Host {host};
+            proxy_pass http://127.0.0.1:{recorder.port}/{BUCKET + '/' if host == regional else ''}addr/;
+        }}""" for i, host in enumerate(hosts + ["b.s3.us-west-2.amazonaws.com", f"{BUCKET}.s3.us-west-2.amazonaws.com", "other." + regional]))
+    nginx.write_config(f"""
+    server {{
+        listen 127.0.0.1:{nginx.port};
+{eu.directives("        ")}
+        location = /host {{
+            return 200 "$aws_s3_host";
+        }}
+        location = /us {{
+            aws_key_scope {harness.SigningConfig().scope};
+            aws_signing_key {harness.SigningConfig().signing_key_b64};
+            return 200 "$aws_s3_host";
+        }}
+        location = /set {{
+            aws_endpoint s3.eu-west-1.example;
+            return 200 "$aws_s3_host";
+        }}{locations}
+    }}""")
+    nginx.start()
+    assert nginx.request("GET", "/host").body.decode() == f"{BUCKET}.{regional}"
+    # us-east-1 keys keep the C module's default
+    assert nginx.request("GET", "/us").body.decode() == VHOST
+    assert nginx.request("GET", "/set").body.decode() == f"{BUCKET}.s3.eu-west-1.example"
+    for i, host in enumerate(hosts):
+        recorder.clear()
+        resp = nginx.request("GET", f"/{i}/a%2Bb%20c.txt")
+        # signed and sent (the test server knows only the global name)
+        assert len(recorder.requests) == 1, (host, resp)
+        harness.check_signed_request(recorder.last(), region="eu-west-1", expect_host=host)
+        if host == VHOST:
+            assert resp.status == 200 and resp.body == b"addressing object\n", resp
+    sent = len(recorder.requests)
+    for i in range(len(hosts), len(hosts) + 3):
+        assert nginx.request("GET", f"/{i}/a%2Bb%20c.txt").status == 403
+    assert len(recorder.requests) == sent
+
+
 def test_s3_auth_token_outside_proxy_follows_addressing(nginx, signing):
     """Outside proxy_pass, $s3_auth_token signs the client's request line
     for $aws_s3_host, with /bucket first under path addressing, and under
