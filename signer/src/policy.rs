@@ -451,7 +451,8 @@ fn copy_source_in_bucket(
 /// A `Host` is lowercased: bucket names in one are.
 fn addressed_bucket<'h>(head: &Head<'h>, path: &'h [u8], s3: &S3Policy<'_>) -> Vec<u8> {
     let (name, port) = split_host(head.host());
-    let (ep_name, _) = split_host(s3.endpoint.as_bytes());
+    let ep = split_host(s3.endpoint.as_bytes());
+    let ep_name = ep.0;
     let name = name.strip_suffix(b".").unwrap_or(name);
     let names = std::iter::once(ep_name).chain(s3.also.iter().map(|a| a.as_bytes()));
     for ep in names {
@@ -461,7 +462,7 @@ fn addressed_bucket<'h>(head: &Head<'h>, path: &'h [u8], s3: &S3Policy<'_>) -> V
             }
         }
     }
-    let at_endpoint = is_endpoint(name, port, s3) || is_ip_literal(name);
+    let at_endpoint = is_endpoint(name, port, ep, s3) || is_ip_literal(name);
     if at_endpoint || s3.addressing == Some(Addressing::Path) {
         first_segment(path).0.to_vec()
     } else {
@@ -594,12 +595,17 @@ fn is_ip_literal(name: &[u8]) -> bool {
     }
 }
 
-/// `name` and `port` (of a `Host`) are the endpoint or one of its other
-/// names.
-fn is_endpoint(name: &[u8], port: Option<&[u8]>, s3: &S3Policy<'_>) -> bool {
-    let (ep_name, ep_port) = split_host(s3.endpoint.as_bytes());
-    same_port(port, ep_port)
-        && (name.eq_ignore_ascii_case(ep_name)
+/// `name` and `port` (of a `Host`) are the endpoint (`ep`, split) or one
+/// of its other names in `s3`.
+#[inline]
+fn is_endpoint(
+    name: &[u8],
+    port: Option<&[u8]>,
+    ep: (&[u8], Option<&[u8]>),
+    s3: &S3Policy<'_>,
+) -> bool {
+    same_port(port, ep.1)
+        && (name.eq_ignore_ascii_case(ep.0)
             || s3
                 .also
                 .iter()
@@ -730,7 +736,7 @@ fn check_s3(
 ) -> Result<usize, Refusal> {
     let (name, port) = split_host(head.host());
     let (ep_name, ep_port) = split_host(s3.endpoint.as_bytes());
-    let at_endpoint = is_endpoint(name, port, s3) || is_ip_literal(name);
+    let at_endpoint = is_endpoint(name, port, (ep_name, ep_port), s3) || is_ip_literal(name);
     let (first, after_first) = first_segment(path);
     let path_bucket = s3.buckets.iter().any(|b| b.as_bytes() == first);
     let style = if s3.buckets.is_empty() {
