@@ -151,6 +151,20 @@ impl LocConf {
         }
     }
 
+    /// The region the keys sign for: `aws_region` for role credentials and
+    /// secret mode, else the scope of the static key or of the key file's
+    /// first day.
+    fn keys_region(&self) -> Option<&str> {
+        if self.role.is_some() || self.secret.is_some() {
+            return self.region.as_deref();
+        }
+        match (&self.key_file, &self.scope) {
+            (Some(file), _) => file.first().map(|(scope, _)| scope.region()),
+            (None, Some(scope)) => Some(scope.region()),
+            (None, None) => self.region.as_deref(),
+        }
+    }
+
     /// Other names of the default endpoint, which the bucket check takes
     /// as it; none with `aws_endpoint`.
     pub fn endpoint_also(&self) -> &[String] {
@@ -1282,15 +1296,8 @@ impl LocConf {
         inherit(&mut self.autoindex_max, &prev.autoindex_max);
         inherit(&mut self.append_slash, &prev.append_slash);
         if self.endpoint.is_none() {
-            // the region of the keys: a static key's scope, the first
-            // day's of a key file, else aws_region (secret mode, roles)
-            let region = match (&self.key_file, &self.scope) {
-                (Some(file), _) if !file.is_empty() => file[0].0.region().to_owned(),
-                (None, Some(scope)) => scope.region().to_owned(),
-                _ => self.region.clone().unwrap_or_default(),
-            };
             (self.endpoint_default, self.endpoint_also) =
-                aws_signer::config::default_s3_endpoints(&region);
+                aws_signer::config::default_s3_endpoints(self.keys_region().unwrap_or(""));
         }
         (self.s3_host, self.s3_path_prefix) = match (self.bucket.as_deref(), self.addressing()) {
             (Some([b, ..]), Addressing::Virtual) => {
@@ -1410,6 +1417,28 @@ impl LocConf {
             warnings.push(
                 "\"aws_sign\" without \"aws_s3_bucket\": requests are signed for whatever bucket the upstream request names; set \"aws_s3_bucket\"".to_owned(),
             );
+        }
+        if self.is_location && self.sign_on() && self.role.is_none() && self.secret.is_none() {
+            // static keys sign for their scope's region and service, whatever
+            // aws_region and aws_service say
+            let scope = match (&self.key_file, &self.scope) {
+                (Some(file), _) => file.first().map(|(scope, _)| scope),
+                (None, scope) => scope.as_ref(),
+            };
+            if let Some(scope) = scope {
+                for (name, set, keys) in [
+                    ("aws_region", self.region.as_deref(), scope.region()),
+                    ("aws_service", self.service.as_deref(), scope.service()),
+                ] {
+                    if set.is_some_and(|v| v != keys) {
+                        warnings.push(format!(
+                            "\"{name} {}\" is not the {} of the signing key's scope, \"{keys}\": requests are signed for \"{keys}\"",
+                            set.unwrap_or(""),
+                            if name == "aws_region" { "region" } else { "service" }
+                        ));
+                    }
+                }
+            }
         }
         Ok(warnings)
     }

@@ -342,3 +342,28 @@ def test_good_config_passes(make_nginx, conf):
     rc, out = ng.test_config()
     assert rc == 0, f"nginx -t rejected a good config:\n{out}\n{ng.conf_text}"
     assert "[emerg]" not in out
+
+
+@pytest.mark.parametrize(
+    "extra, warned",
+    [
+        ("aws_region eu-west-1;", ["aws_region eu-west-1", '"us-east-1"']),
+        ("aws_service es;", ["aws_service es", '"s3"']),
+        ("aws_region us-east-1;\naws_service s3;", []),
+    ],
+    ids=["region", "service", "same"],
+)
+def test_region_or_service_other_than_the_keys_scope_warns(make_nginx, extra, warned):
+    """Static keys sign for their scope's region and service: an aws_region
+    or aws_service that says otherwise gets a [warn] line from nginx -t
+    naming both (the configuration is still valid)."""
+    ng = make_nginx()
+    ng.write_config(cfg(keys() + "\n" + extra, "aws_sign;").replace("{port}", str(ng.port)))
+    rc, out = ng.test_config()
+    assert rc == 0, out
+    warns = [line for line in out.splitlines() if "[warn]" in line and "scope" in line]
+    if not warned:
+        assert warns == [], out
+        return
+    assert len(warns) == 1, out
+    assert all(w in warns[0] for w in warned), warns
