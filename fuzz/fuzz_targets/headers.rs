@@ -56,8 +56,20 @@ fuzz_target!(|data: &[u8]| {
         }),
         forward_amz: &[],
     };
+    // the default endpoint of eu-west-1 keys and AWS's other names of it
+    let (endpoint, also) = aws_signer::config::default_s3_endpoints("eu-west-1");
+    let regional = Policy {
+        s3: Some(S3Policy {
+            buckets: &buckets,
+            addressing: None,
+            endpoint: &endpoint,
+            also: &also,
+            listing: false,
+        }),
+        ..strict
+    };
     let client = Client { uri: data, target: data };
-    for policy in [Policy::permissive(PathRules::S3), strict] {
+    for policy in [Policy::permissive(PathRules::S3), strict, regional] {
         let Ok(checked) = check(data, &policy, &client) else {
             continue;
         };

@@ -455,9 +455,9 @@ fn addressed_bucket<'h>(head: &Head<'h>, path: &'h [u8], s3: &S3Policy<'_>) -> V
     let ep_name = ep.0;
     let name = name.strip_suffix(b".").unwrap_or(name);
     let names = std::iter::once(ep_name).chain(s3.also.iter().map(|a| a.as_bytes()));
-    for ep in names {
-        if let Some(n) = name.len().checked_sub(ep.len() + 1) {
-            if name[n] == b'.' && name[n + 1..].eq_ignore_ascii_case(ep) {
+    for known in names {
+        if let Some(n) = name.len().checked_sub(known.len() + 1) {
+            if name[n] == b'.' && name[n + 1..].eq_ignore_ascii_case(known) {
                 return name[..n].to_ascii_lowercase();
             }
         }
