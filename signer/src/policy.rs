@@ -735,6 +735,8 @@ fn check_s3(
     s3: &S3Policy<'_>,
 ) -> Result<usize, Refusal> {
     let (name, port) = split_host(head.host());
+    // `host.` is the same host to DNS, and to addressed_bucket
+    let name = name.strip_suffix(b".").unwrap_or(name);
     let (ep_name, ep_port) = split_host(s3.endpoint.as_bytes());
     let at_endpoint = is_endpoint(name, port, (ep_name, ep_port), s3) || is_ip_literal(name);
     let (first, after_first) = first_segment(path);
@@ -991,6 +993,35 @@ mod tests {
                 &p,
                 &head("GET", "/my-bucket/k", "my-bucket.s3.amazonaws.com")
             ),
+            Err(Refusal::Host)
+        );
+    }
+
+    #[test]
+    fn a_trailing_dot_is_the_same_host() {
+        // without aws_s3_bucket, the endpoint with a dot is still the
+        // endpoint: its first path segment is the bucket, not a key
+        let p = s3(BUCKETS, None, false);
+        for host in [
+            "s3.amazonaws.com",
+            "s3.amazonaws.com.",
+            "S3.AMAZONAWS.COM.:443",
+        ] {
+            assert_eq!(
+                verdict(&p, &head("GET", "/anybucket", host)),
+                Err(Refusal::BucketRequest),
+                "{host}"
+            );
+            assert!(
+                verdict(&p, &head("GET", "/anybucket/k", host)).is_ok(),
+                "{host}"
+            );
+        }
+        let b = names(&["b"]);
+        let p = s3(&b, None, false);
+        assert!(verdict(&p, &head("GET", "/k", "b.s3.amazonaws.com.")).is_ok());
+        assert_eq!(
+            verdict(&p, &head("GET", "/k", "c.s3.amazonaws.com.")),
             Err(Refusal::Host)
         );
     }
