@@ -738,13 +738,14 @@ fn check_s3(
     // `host.` is the same host to DNS, and to addressed_bucket
     let name = name.strip_suffix(b".").unwrap_or(name);
     let (ep_name, ep_port) = split_host(s3.endpoint.as_bytes());
-    let at_endpoint = is_endpoint(name, port, (ep_name, ep_port), s3) || is_ip_literal(name);
+    // asked only where the style is not settled otherwise
+    let at_endpoint = || is_endpoint(name, port, (ep_name, ep_port), s3) || is_ip_literal(name);
     let (first, after_first) = first_segment(path);
     let path_bucket = s3.buckets.iter().any(|b| b.as_bytes() == first);
     let style = if s3.buckets.is_empty() {
         match s3.addressing {
             Some(a) => a,
-            None if at_endpoint => Addressing::Path,
+            None if at_endpoint() => Addressing::Path,
             None => Addressing::Virtual,
         }
     } else {
@@ -765,7 +766,7 @@ fn check_s3(
         match s3.addressing {
             Some(Addressing::Virtual) if virtual_ok => Addressing::Virtual,
             Some(Addressing::Virtual) => return Err(Refusal::Host),
-            Some(Addressing::Path) if !at_endpoint => return Err(Refusal::Host),
+            Some(Addressing::Path) if !at_endpoint() => return Err(Refusal::Host),
             Some(Addressing::Path) if !path_bucket => return Err(Refusal::Bucket),
             Some(Addressing::Path) => Addressing::Path,
             None if virtual_ok => {
@@ -780,8 +781,8 @@ fn check_s3(
                 }
                 Addressing::Virtual
             }
-            None if at_endpoint && path_bucket => Addressing::Path,
-            None if at_endpoint => return Err(Refusal::Bucket),
+            None if at_endpoint() && path_bucket => Addressing::Path,
+            None if at_endpoint() => return Err(Refusal::Bucket),
             None => return Err(Refusal::Host),
         }
     };
